@@ -1,0 +1,39 @@
+"""The one error hierarchy of featurestore.
+
+Every error's message says what went wrong and what to do next, so the CLI can print
+it as it is and exit non-zero without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class FeatureStoreError(Exception):
+    """Base of every error featurestore raises on purpose."""
+
+
+class ConfigError(FeatureStoreError):
+    """A setting is missing, malformed or contradicts another."""
+
+
+class MissingToolError(FeatureStoreError):
+    """A program the local services need (java, mvn, redis-server) is not installed."""
+
+    def __init__(self, tool: str, why: str, install: str) -> None:
+        self.tool = tool
+        super().__init__(f"{tool} was not found on PATH; it is needed to {why}. {install}")
+
+
+class LocalServiceError(FeatureStoreError):
+    """A local service (Kafka, Redis) could not be set up, started, or reached."""
+
+
+class ContractError(FeatureStoreError):
+    """A schema or its contract metadata (entity, event time, constraints) is invalid.
+
+    `field` names the top-level field at fault, or is None when the problem is the
+    schema as a whole or its record-level `featurestore` block.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
