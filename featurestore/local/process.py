@@ -85,7 +85,11 @@ def is_running(record: ProcessRecord) -> bool:
         except OSError:
             return False
         state = stat.rsplit(")", 1)[-1].split()[0]
-        return state not in ("Z", "X") and record.marker in cmdline
+        if state in ("Z", "X"):
+            return False
+        # The command line reads empty for a moment while the process is still in
+        # exec(): it is the one we just started, not a stranger.
+        return not cmdline or record.marker in cmdline
     try:
         os.kill(record.pid, 0)
     except ProcessLookupError:
