@@ -17,8 +17,11 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from featurestore.errors import FeatureStoreError
-from featurestore.local import LocalStack
+from featurestore.contracts import parse_contract
+from featurestore.contracts.registry import RegistryAuth, RegistryState, SchemaLog, create_app
+from featurestore.contracts.registry.client import RegistryClient
+from featurestore.errors import ConfigError, FeatureStoreError
+from featurestore.local import LocalStack, with_local_defaults
 from featurestore.settings import Settings
 
 app = typer.Typer(
@@ -28,11 +31,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 local_app = typer.Typer(
-    help="Local Kafka and Redis for development (real processes, cached under the user's "
-    "cache dir).",
+    help="Local Kafka, Redis and registry for development (real processes, cached under "
+    "the user's cache dir).",
     no_args_is_help=True,
 )
+registry_app = typer.Typer(help="The contract registry (Confluent-compatible).")
+schemas_app = typer.Typer(
+    help="Register, check and inspect contracts in the registry.", no_args_is_help=True
+)
 app.add_typer(local_app, name="local")
+app.add_typer(registry_app, name="registry")
+app.add_typer(schemas_app, name="schemas")
 
 console = Console(stderr=True)
 
@@ -63,9 +72,13 @@ def local_up(
     redis_port: Annotated[
         int | None, typer.Option(help="Redis port (default: a free port).")
     ] = None,
+    registry_port: Annotated[
+        int | None, typer.Option(help="Registry HTTP port (default: a free port).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print endpoints as JSON.")] = False,
 ) -> None:
-    """Start local Kafka (KRaft) and Redis unless already running; print their endpoints."""
+    """Start local Kafka (KRaft), Redis and the registry unless already running; print
+    their endpoints."""
     stack = _stack(home)
     with Progress(
         SpinnerColumn(),
@@ -86,7 +99,7 @@ def local_up(
             progress.console.print(message)
             progress.update(task, description="starting local services")
 
-        endpoints = stack.up(kafka_port, redis_port, progress=on_download, say=say)
+        endpoints = stack.up(kafka_port, redis_port, registry_port, progress=on_download, say=say)
     _print_endpoints(endpoints.as_dict(), as_json)
 
 
@@ -119,6 +132,126 @@ def local_status(
             s.log or "",
         )
     Console().print(table)
+
+
+@registry_app.command("serve")
+def registry_serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8081,
+    topic: Annotated[
+        str | None,
+        typer.Option(
+            help="Compacted topic holding the schemas (default: $FEATURESTORE_REGISTRY_TOPIC)."
+        ),
+    ] = None,
+    kafka_bootstrap: Annotated[
+        str | None,
+        typer.Option(
+            help="Kafka to keep schemas in (default: $FEATURESTORE_KAFKA_BOOTSTRAP, else "
+            "the local stack's)."
+        ),
+    ] = None,
+) -> None:
+    """Serve the schema registry over HTTP; its state lives in a Kafka topic."""
+    import uvicorn
+
+    settings = Settings()
+    kafka = kafka_bootstrap or settings.kafka_bootstrap
+    if kafka is None:
+        kafka = LocalStack.from_settings(settings).up(services=["kafka"]).kafka
+    if kafka is None:
+        raise ConfigError("no Kafka for the registry: set FEATURESTORE_KAFKA_BOOTSTRAP.")
+    state = RegistryState()
+    log = SchemaLog(state, kafka, topic or settings.registry_topic)
+    auth = RegistryAuth(
+        settings.registry_token, settings.registry_user_info, settings.registry_protect_reads
+    )
+    uvicorn.run(create_app(state, log, auth), host=host, port=port, log_level="info")
+
+
+def _registry_client() -> RegistryClient:
+    settings = Settings()
+    if settings.registry_url is None:
+        settings = with_local_defaults(settings)
+    if settings.registry_url is None:
+        raise ConfigError(
+            "no schema registry: set FEATURESTORE_REGISTRY_URL, or run `featurestore local up`."
+        )
+    return RegistryClient(
+        settings.registry_url, settings.registry_user_info, settings.registry_token
+    )
+
+
+def _read_schema(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read {path}: {exc.strerror}; give the path of an .avsc file."
+        ) from exc
+
+
+SubjectOption = Annotated[
+    str, typer.Option("--subject", "-s", help="Subject, e.g. payments-value.")
+]
+
+
+@schemas_app.command("register")
+def schemas_register(
+    file: Annotated[Path, typer.Argument(help="Avro schema (.avsc) with contract metadata.")],
+    subject: SubjectOption,
+) -> None:
+    """Register a contract under a subject (checked for validity and compatibility)."""
+    result = _registry_client().register(subject, _read_schema(file))
+    console.print(f"registered {subject} version {result['version']} (schema id {result['id']})")
+
+
+@schemas_app.command("check")
+def schemas_check(
+    file: Annotated[Path, typer.Argument(help="Avro schema (.avsc) with contract metadata.")],
+    subject: SubjectOption,
+) -> None:
+    """Dry run: may this contract be registered under the subject? Prints the reasons."""
+    client = _registry_client()
+    reasons = client.check(subject, _read_schema(file))
+    level = client.compatibility_level(subject)
+    if not reasons:
+        console.print(f"[green]compatible[/green] with {subject} under {level}")
+        return
+    console.print(f"[red]incompatible[/red] with {subject} under {level}:")
+    for reason in reasons:
+        console.print(f"  - {reason}")
+    raise typer.Exit(1)
+
+
+@schemas_app.command("list")
+def schemas_list() -> None:
+    """Every subject with its latest version, schema id, entity and owner."""
+    client = _registry_client()
+    table = Table("subject", "version", "id", "entity", "event time", "owner")
+    for subject in client.subjects():
+        latest = client.version(subject)
+        contract = parse_contract(latest["schema"])
+        table.add_row(
+            subject,
+            str(latest["version"]),
+            str(latest["id"]),
+            ", ".join(contract.entity),
+            contract.event_time or "",
+            contract.owner or "",
+        )
+    Console().print(table)
+
+
+@schemas_app.command("show")
+def schemas_show(
+    subject: Annotated[str, typer.Argument(help="Subject to show.")],
+    version: Annotated[str, typer.Option(help="Version number or 'latest'.")] = "latest",
+) -> None:
+    """Print one registered schema version as JSON."""
+    found = _registry_client().version(subject, version)
+    console.print(f"{subject} version {found['version']} (schema id {found['id']})")
+    sys.stdout.write(json.dumps(json.loads(found["schema"]), indent=2) + "\n")
 
 
 def _print_endpoints(endpoints: dict[str, str], as_json: bool) -> None:

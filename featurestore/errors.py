@@ -37,3 +37,23 @@ class ContractError(FeatureStoreError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         self.field = field
         super().__init__(message)
+
+
+class RegistryError(FeatureStoreError):
+    """A schema registry request failed, with Confluent's HTTP status and error code.
+
+    The codes follow the Confluent Schema Registry so stock clients understand them:
+    40401 subject not found, 40402 version not found, 40403 schema not found, 40404/40406
+    subject/version soft-deleted, 40405/40407 not soft-deleted before a permanent delete,
+    40408 no subject-level config, 409 incompatible schema, 42201 invalid schema, 42202
+    invalid version, 42203 invalid compatibility level, 50001 backend store error.
+    """
+
+    def __init__(self, status: int, code: int, message: str) -> None:
+        self.status = status
+        self.code = code
+        super().__init__(message)
+
+
+class RegistryUnavailableError(FeatureStoreError):
+    """The schema registry could not be reached."""

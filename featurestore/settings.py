@@ -46,6 +46,21 @@ class Settings(BaseSettings):
         description="Runtime dir of the local stack (state, data, logs); "
         "default <cache_dir>/local.",
     )
+    registry_topic: str = Field(
+        default="_featurestore_schemas",
+        description="Compacted Kafka topic holding the registry's schemas and configs.",
+    )
+    registry_token: str | None = Field(
+        default=None, description="Bearer token the registry requires for writes."
+    )
+    registry_user_info: str | None = Field(
+        default=None,
+        description="user:password the registry requires for writes (HTTP basic); clients "
+        "send it too.",
+    )
+    registry_protect_reads: bool = Field(
+        default=False, description="Require the registry credentials for reads as well."
+    )
     kafka_version: str = Field(default="4.1.1", description="Apache Kafka version for local runs.")
 
     @property

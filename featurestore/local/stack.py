@@ -36,9 +36,10 @@ from featurestore.local.process import (
     stop,
 )
 from featurestore.local.redis import RedisServer, wait_for_redis
+from featurestore.local.registry import start_registry, wait_for_registry
 from featurestore.settings import Settings
 
-SERVICES = ("kafka", "redis")
+SERVICES = ("kafka", "redis", "registry")
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,11 @@ class Endpoints:
 
     kafka: str | None = None
     redis: str | None = None
+    registry: str | None = None
 
     def as_dict(self) -> dict[str, str]:
-        return {k: v for k, v in (("kafka", self.kafka), ("redis", self.redis)) if v}
+        pairs = (("kafka", self.kafka), ("redis", self.redis), ("registry", self.registry))
+        return {k: v for k, v in pairs if v}
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,11 @@ def _rss_mb(pid: int) -> float | None:
 
 def _endpoint(name: str, entry: dict[str, Any]) -> str:
     port = entry["port"]
-    return f"127.0.0.1:{port}" if name == "kafka" else f"redis://127.0.0.1:{port}/0"
+    return {
+        "kafka": f"127.0.0.1:{port}",
+        "redis": f"redis://127.0.0.1:{port}/0",
+        "registry": f"http://127.0.0.1:{port}",
+    }[name]
 
 
 class LocalStack:
@@ -133,16 +140,21 @@ class LocalStack:
         self,
         kafka_port: int | None = None,
         redis_port: int | None = None,
+        registry_port: int | None = None,
+        *,
         services: Iterable[str] = SERVICES,
         progress: DownloadProgress | None = None,
         say: Callable[[str], None] = lambda _msg: None,
     ) -> Endpoints:
         """Start every requested service that is not already running; wait until ready."""
-        wanted = list(services)
-        unknown = set(wanted) - set(SERVICES)
+        unknown = set(services) - set(SERVICES)
         if unknown:
             raise ConfigError(f"unknown local service(s) {sorted(unknown)}; known: {SERVICES}")
-        given = {"kafka": kafka_port, "redis": redis_port}
+        requested = set(services)
+        if "registry" in requested:
+            requested.add("kafka")  # the registry keeps its schemas in the local Kafka
+        wanted = [name for name in SERVICES if name in requested]
+        given = {"kafka": kafka_port, "redis": redis_port, "registry": registry_port}
         with self._locked() as state:
             for name in wanted:
                 entry = state.get(name)
@@ -159,8 +171,10 @@ class LocalStack:
                 port = self._pick_port(given[name], previous.get("port"))
                 if name == "kafka":
                     entry = self._start_kafka(port, previous, progress)
-                else:
+                elif name == "redis":
                     entry = self._start_redis(port)
+                else:
+                    entry = self._start_registry(port, _endpoint("kafka", state["kafka"]))
                 state[name] = entry
                 self._save(state)
                 say(f"{name} ready at {_endpoint(name, entry)} in {entry['ready_seconds']}s")
@@ -178,43 +192,28 @@ class LocalStack:
             shutil.rmtree(home / "data", ignore_errors=True)
         server = KafkaServer(home, port, controller_port)
         record = server.start(libs)
-        try:
-            waited = wait_for_kafka(server.bootstrap, record)
-        except BaseException:
-            stop(record)
-            raise
-        return {
-            "port": port,
-            "controller_port": controller_port,
-            "process": record.to_json(),
-            "ready_seconds": round(waited, 2),
-            "started_at": time.time(),
-        }
+        entry = _when_ready(record, port, lambda: wait_for_kafka(server.bootstrap, record))
+        return {**entry, "controller_port": controller_port}
 
     def _start_redis(self, port: int) -> dict[str, Any]:
         server = RedisServer(self.home / "redis", port)
         record = server.start()
-        try:
-            waited = wait_for_redis(server.url, record)
-        except BaseException:
-            stop(record)
-            raise
-        return {
-            "port": port,
-            "process": record.to_json(),
-            "ready_seconds": round(waited, 2),
-            "started_at": time.time(),
-        }
+        return _when_ready(record, port, lambda: wait_for_redis(server.url, record))
+
+    def _start_registry(self, port: int, kafka: str) -> dict[str, Any]:
+        record = start_registry(self.home / "registry", port, kafka)
+        url = _endpoint("registry", {"port": port})
+        return _when_ready(record, port, lambda: wait_for_registry(url, record))
 
     def down(self) -> list[str]:
         """Stop what ``up`` started; returns the names of the services stopped."""
-        stopped = []
+        stopped: list[str] = []
         with self._locked() as state:
-            for name in SERVICES:
+            for name in reversed(SERVICES):  # the registry before the Kafka it reads
                 entry = state.get(name)
                 if entry and entry.get("process"):
                     if stop(ProcessRecord.from_json(entry["process"])):
-                        stopped.append(name)
+                        stopped.insert(0, name)
                     entry["process"] = None
             self._save(state)
         return stopped
@@ -240,7 +239,22 @@ class LocalStack:
     def endpoints(self) -> Endpoints:
         """Endpoints of the services running now (``None`` for those stopped)."""
         status = self.status()
-        return Endpoints(kafka=status["kafka"].endpoint, redis=status["redis"].endpoint)
+        return Endpoints(**{name: s.endpoint for name, s in status.items()})
+
+
+def _when_ready(record: ProcessRecord, port: int, wait: Callable[[], float]) -> dict[str, Any]:
+    """Wait for a just-started service; stop it if it never gets ready."""
+    try:
+        waited = wait()
+    except BaseException:
+        stop(record)
+        raise
+    return {
+        "port": port,
+        "process": record.to_json(),
+        "ready_seconds": round(waited, 2),
+        "started_at": time.time(),
+    }
 
 
 def with_local_defaults(settings: Settings, start: bool = True) -> Settings:
@@ -249,19 +263,18 @@ def with_local_defaults(settings: Settings, start: bool = True) -> Settings:
     With ``start`` the missing services are started; without it, only running ones
     are used and an endpoint nobody runs stays ``None``.
     """
-    missing = [
-        s
-        for s, v in (("kafka", settings.kafka_bootstrap), ("redis", settings.redis_url))
-        if v is None
-    ]
+    given = {
+        "kafka_bootstrap": ("kafka", settings.kafka_bootstrap),
+        "redis_url": ("redis", settings.redis_url),
+        "registry_url": ("registry", settings.registry_url),
+    }
+    missing = {field: service for field, (service, value) in given.items() if value is None}
     update: dict[str, Any] = {}
     if missing:
         stack = LocalStack.from_settings(settings)
-        endpoints = stack.up(services=missing) if start else stack.endpoints()
-        if settings.kafka_bootstrap is None:
-            update["kafka_bootstrap"] = endpoints.kafka
-        if settings.redis_url is None:
-            update["redis_url"] = endpoints.redis
+        endpoints = stack.up(services=missing.values()) if start else stack.endpoints()
+        for field, service in missing.items():
+            update[field] = getattr(endpoints, service)
     if settings.offline_path is None:
         update["offline_path"] = str(settings.local_dir / "offline")
     return settings.model_copy(update=update)
