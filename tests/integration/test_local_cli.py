@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from confluent_kafka import Consumer, Producer
 
@@ -54,6 +55,12 @@ def test_up_twice_status_down_and_up_again_keeps_data(tmp_path: Path) -> None:
         status = _cli(home, "status", "--json")
         assert json.loads(status.stdout) == endpoints
 
+        # The local registry answers, and keeps what it was given across down/up.
+        registered = httpx.post(
+            f"{endpoints['registry']}/subjects/kept-value/versions",
+            json={"schema": '{"type": "string"}'},
+        )
+        assert registered.status_code == 200, registered.text
         # A record written before `down` must be there after the next `up`.
         producer = Producer({"bootstrap.servers": endpoints["kafka"]})
         producer.produce("kept", key=b"k", value=b"survives down/up")
@@ -62,7 +69,7 @@ def test_up_twice_status_down_and_up_again_keeps_data(tmp_path: Path) -> None:
 
         down = _cli(home, "down")
         assert down.returncode == 0, down.stderr
-        assert "stopped: kafka, redis" in down.stderr
+        assert "stopped: kafka, redis, registry" in down.stderr
         assert not any(is_running(r) for r in started)
         assert json.loads(_cli(home, "status", "--json").stdout) == {}
         assert "nothing was running" in _cli(home, "down").stderr
@@ -81,6 +88,8 @@ def test_up_twice_status_down_and_up_again_keeps_data(tmp_path: Path) -> None:
         msgs = consumer.consume(num_messages=1, timeout=20)
         consumer.close()
         assert [m.value() for m in msgs] == [b"survives down/up"]
+        kept = httpx.get(f"{endpoints['registry']}/subjects/kept-value/versions/latest")
+        assert kept.json()["id"] == registered.json()["id"]
     finally:
         _cli(home, "down")
     assert not any(is_running(r) for r in _records(home))

@@ -8,13 +8,23 @@ fences any other instance's producer for that id and completes its open transact
 planned on that state and its records committed. If another instance initialised its
 producer after our step (1), our commit fails as fenced and we start again at (1). So a
 commit that succeeds was planned on a state that held every earlier commit: ids and
-versions never collide, however many instances share the topic. Reads are served from
-memory; a write returns only after the tail thread applied it (read-your-writes).
+versions never collide, however many instances share the topic. (Step 2 can trust the
+last stable offset because initialising a transactional id first completes that id's
+previous transaction, commit markers included.) Instances writing at the same moment
+fence each other in turn and retry after a random pause; writes are rare (schema
+registrations), so this costs nothing in practice, but a deployment that expects many
+concurrent writers should send writes to one instance, as Confluent's followers forward
+them to the leader.
+
+Reads are served from memory. A write returns only after the tail thread applied its
+records, located by their own offsets (read-your-writes): right after a commit the
+broker may not have written the commit marker yet, so the last stable offset can lag.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 import uuid
@@ -38,7 +48,7 @@ from featurestore.errors import ConfigError, RegistryError
 log = logging.getLogger(__name__)
 
 DEFAULT_TOPIC = "_featurestore_schemas"
-WRITE_ATTEMPTS = 5
+WRITE_ATTEMPTS = 10
 # Answers while a partition has no leader yet (a new topic) or between leaders.
 _LEADERLESS = frozenset(
     {
@@ -146,7 +156,7 @@ class SchemaLog:
             parsed_value = None if value is None else orjson.loads(value)
             if isinstance(parsed_key, dict):
                 self.state.apply(parsed_key, parsed_value)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, RegistryError) as exc:
             # Someone else's bytes in our topic: skip them, never stop reading.
             log.warning("skipping malformed record at %s offset %d: %s", self.topic, offset, exc)
 
@@ -207,7 +217,11 @@ class SchemaLog:
     def append(self, command: Callable[[], Outcome]) -> Any:
         """Plan ``command`` on the caught-up state and commit its records; its response."""
         with self._write_lock:
-            for _ in range(WRITE_ATTEMPTS):
+            for attempt in range(WRITE_ATTEMPTS):
+                if attempt:
+                    # Two instances writing at once fence each other in turn; a random
+                    # pause lets one of them finish instead of both retrying in step.
+                    time.sleep(random.uniform(0, 0.05 * attempt))
                 try:
                     producer = self._ready_producer()
                 except KafkaException as exc:

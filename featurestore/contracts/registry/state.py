@@ -17,6 +17,7 @@ Invariants:
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -138,13 +139,18 @@ class RegistryState:
         self._ids: dict[int, str] = {}  # id -> schema text, while any version uses it
         self._users: dict[int, set[tuple[str, int]]] = {}  # id -> (subject, version)
         self._id_of: dict[str, int] = {}  # canonical schema -> id
+        self._guids: dict[str, int] = {}  # schema guid -> id
         self._configs: dict[str | None, CompatibilityLevel] = {}
         self._max_id = 0
 
     # --- applying the log ---------------------------------------------------------
 
     def apply(self, key: Key, value: Value) -> None:
-        """Apply one log record; unknown key types are skipped (forward compatibility)."""
+        """Apply one log record; unknown key types are skipped (forward compatibility).
+
+        A malformed record raises before anything changes (RegistryError, KeyError,
+        TypeError or ValueError), so the state never holds half of one.
+        """
         with self.lock:
             keytype = key.get("keytype")
             if keytype == "SCHEMA":
@@ -159,17 +165,22 @@ class RegistryState:
                 self._max_id = max(self._max_id, int(value["max_id"]))
 
     def _apply_schema(self, subject: str, version: int, value: Value) -> None:
-        versions = self._subjects.setdefault(subject, {})
-        old = versions.pop(version, None)
-        if old is not None:
-            self._release(old)
+        entry = canonical = None
         if value is not None:
             entry = SchemaVersion(
                 subject, version, int(value["id"]), str(value["schema"]), bool(value["deleted"])
             )
+            canonical = canonical_schema(entry.schema)
+        versions = self._subjects.setdefault(subject, {})
+        old = versions.pop(version, None)
+        if old is not None:
+            self._release(old)
+        if entry is not None and canonical is not None:
             versions[version] = entry
-            self._ids.setdefault(entry.id, entry.schema)
-            self._id_of[canonical_schema(entry.schema)] = entry.id
+            if entry.id not in self._ids:
+                self._ids[entry.id] = entry.schema
+                self._id_of[canonical] = entry.id
+                self._guids[schema_guid(entry.schema)] = entry.id
             self._users.setdefault(entry.id, set()).add((subject, version))
             self._max_id = max(self._max_id, entry.id)
         if not versions:
@@ -180,8 +191,10 @@ class RegistryState:
         users.discard((old.subject, old.version))
         if not users:
             self._users.pop(old.id, None)
-            self._ids.pop(old.id, None)
-            self._id_of.pop(canonical_schema(old.schema), None)
+            text = self._ids.pop(old.id, None)
+            if text is not None:
+                self._id_of.pop(canonical_schema(text), None)
+                self._guids.pop(schema_guid(text), None)
 
     # --- reads ----------------------------------------------------------------------
 
@@ -206,9 +219,9 @@ class RegistryState:
             return [v.version for v in self._live_versions(subject, deleted)]
 
     def version(self, subject: str, version: str | int, deleted: bool = False) -> SchemaVersion:
+        number = parse_version(version)
         with self.lock:
             versions = self._live_versions(subject, deleted)
-            number = parse_version(version)
             if number == -1:
                 return versions[-1]
             for entry in versions:
@@ -226,10 +239,10 @@ class RegistryState:
 
     def schema_by_guid(self, guid: str) -> tuple[int, str]:
         with self.lock:
-            for schema_id, schema in self._ids.items():
-                if schema_guid(schema) == guid:
-                    return schema_id, schema
-        raise RegistryError(404, 40403, f"Schema {guid} not found.")
+            schema_id = self._guids.get(guid)
+            if schema_id is None:
+                raise RegistryError(404, 40403, f"Schema {guid} not found.")
+            return schema_id, self._ids[schema_id]
 
     def id_users(self, schema_id: int, deleted: bool = False) -> list[SchemaVersion]:
         with self.lock:
@@ -304,6 +317,8 @@ class RegistryState:
             if schema_id is None:
                 schema_id = self._max_id + 1
                 records.append((_ID_KEY, {"max_id": schema_id}))
+            else:
+                text = self._ids[schema_id]  # one id, one text: the first one registered
             number = max(self._subjects.get(subject, {}), default=0) + 1
             entry = SchemaVersion(subject, number, schema_id, text, deleted=False)
             records.append((_schema_key(subject, number), _schema_value(entry)))
@@ -331,7 +346,12 @@ class RegistryState:
 
     def delete_version(self, subject: str, version: str | int, permanent: bool) -> Outcome:
         with self.lock:
-            entry = self.version(subject, version, deleted=permanent)
+            entry = self.version(subject, version, deleted=True)
+            if not permanent and entry.deleted:
+                raise RegistryError(
+                    404, 40406, f"Subject '{subject}' Version {entry.version} was soft deleted. "
+                    "Set permanent=true to delete permanently.",
+                )  # fmt: skip
             if permanent:
                 if not entry.deleted:
                     raise RegistryError(
@@ -393,10 +413,7 @@ def parse_version(version: str | int) -> int:
     """A version number from a path segment: 1..2^31-1, or ``latest``/-1 (returned as -1)."""
     if isinstance(version, str) and version.lower() == "latest":
         return -1
-    try:
-        number = int(version)
-    except ValueError:
-        number = 0
+    number = int(version) if re.fullmatch(r"-?[0-9]{1,10}", str(version)) else 0
     if number == -1 or 1 <= number <= MAX_VERSION:
         return number
     raise RegistryError(

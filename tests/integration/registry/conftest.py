@@ -16,6 +16,19 @@ from featurestore.local.process import free_port
 from tests.conftest import Services
 
 
+class _ObservedLog(SchemaLog):
+    """The real log, remembering why it failed to start (uvicorn only says it did)."""
+
+    failure: BaseException | None = None
+
+    def start(self) -> None:
+        try:
+            super().start()
+        except BaseException as exc:
+            self.failure = exc
+            raise
+
+
 class RunningRegistry:
     """One registry instance: start, stop, and restart on the same topic."""
 
@@ -34,7 +47,8 @@ class RunningRegistry:
 
     def start(self) -> RunningRegistry:
         self.state = RegistryState()
-        app = create_app(self.state, SchemaLog(self.state, self.kafka, self.topic), self.auth)
+        log = _ObservedLog(self.state, self.kafka, self.topic)
+        app = create_app(self.state, log, self.auth)
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
@@ -42,7 +56,7 @@ class RunningRegistry:
         deadline = time.monotonic() + 60
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"registry on {self.url} did not start")
+                raise RuntimeError(f"registry on {self.url} did not start: {log.failure!r}")
             time.sleep(0.02)
         return self
 
