@@ -37,11 +37,12 @@ def test_up_twice_status_down_and_up_again_keeps_data(tmp_path: Path) -> None:
     first = _cli(home, "up", "--json")
     assert first.returncode == 0, first.stderr
     endpoints = json.loads(first.stdout)
-    assert set(endpoints) == {"kafka", "redis"}
+    assert set(endpoints) == {"kafka", "redis", "registry"}
+    assert endpoints["registry"].startswith("http://127.0.0.1:")
     assert endpoints["kafka"].startswith("127.0.0.1:")
     assert endpoints["redis"].startswith("redis://127.0.0.1:")
     started = _records(home)
-    assert len(started) == 2
+    assert len(started) == 3
     assert all(is_running(r) for r in started)
 
     try:
