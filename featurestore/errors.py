@@ -57,3 +57,7 @@ class RegistryError(FeatureStoreError):
 
 class RegistryUnavailableError(FeatureStoreError):
     """The schema registry could not be reached."""
+
+
+class UnknownSchemaError(FeatureStoreError, LookupError):
+    """The registry has no schema under this id or GUID."""

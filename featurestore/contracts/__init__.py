@@ -2,7 +2,8 @@
 
 `parse_contract` validates the metadata (entity, event time, constraints, pii) carried
 inside a schema; `check_compatibility` decides whether a new schema version may follow
-the registered ones under a compatibility level.
+the registered ones under a compatibility level; `compile_checks` and `split` run a
+contract's constraints on a decoded batch and reject its bad rows.
 """
 
 from featurestore.contracts.compatibility import (
@@ -10,6 +11,14 @@ from featurestore.contracts.compatibility import (
     ContractChange,
     check_compatibility,
     describe_contract_changes,
+)
+from featurestore.contracts.constraints import (
+    Check,
+    Clock,
+    compile_checks,
+    find_violations,
+    first_violations,
+    split,
 )
 from featurestore.contracts.contract import (
     Constraints,
@@ -21,14 +30,20 @@ from featurestore.contracts.contract import (
 )
 
 __all__ = [
+    "Check",
+    "Clock",
     "CompatibilityLevel",
     "Constraints",
     "Contract",
     "ContractChange",
     "FieldRules",
     "check_compatibility",
+    "compile_checks",
     "contract_from_schema",
     "describe_contract_changes",
+    "find_violations",
+    "first_violations",
     "parse_avro_schema",
     "parse_contract",
+    "split",
 ]

@@ -14,8 +14,9 @@ This module owns parsing that metadata into a frozen `Contract`; it does no I/O.
 - every entity field and the event-time field is a top-level, non-nullable field; the
   event-time field is a ``long`` with logical type timestamp-millis or timestamp-micros;
 - every constraint fits its field's type: min/max on numbers, pattern on strings (it
-  compiles with Python ``re``), max_length on strings and bytes, one_of values of the
-  field's type (enum symbols for enums), not_null a bool; min <= max; no unknown keys;
+  compiles with Python ``re`` and with the Rust regex that checks the stream),
+  max_length on strings and bytes, one_of values of the field's type (enum symbols for
+  enums), not_null a bool; min <= max; no unknown keys;
 - durations are whole milliseconds >= 0, written ``"250ms"``, ``"30s"``, ``"5m"``,
   ``"1h"``, ``"7d"`` or as an integer of milliseconds.
 
@@ -40,6 +41,7 @@ from typing import Any, Final, TypeAlias, TypeGuard
 import avro.errors
 import avro.schema
 import fastavro
+import polars as pl
 
 from featurestore.errors import ContractError
 
@@ -180,8 +182,8 @@ def contract_from_schema(schema: avro.schema.Schema) -> Contract:
         entity=_entity(block.get("entity"), fields),
         event_time=_event_time(block.get("event_time"), fields),
         owner=owner,
-        max_future_skew_ms=_duration_ms("max_future_skew", block.get("max_future_skew")),
-        max_age_ms=_duration_ms("max_age", block.get("max_age")),
+        max_future_skew_ms=parse_duration_ms("max_future_skew", block.get("max_future_skew")),
+        max_age_ms=parse_duration_ms("max_age", block.get("max_age")),
         fields=MappingProxyType(fields),
     )
 
@@ -239,7 +241,8 @@ def _top_level_field(name: str, role: str, fields: Mapping[str, FieldRules]) -> 
     return rules
 
 
-def _duration_ms(key: str, raw: object) -> int | None:
+def parse_duration_ms(key: str, raw: object) -> int | None:
+    """Milliseconds of a duration such as "30s", "5m", "1h", "7d", "250ms", or an int."""
     if raw is None:
         return None
     if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
@@ -390,7 +393,23 @@ def _pattern(rules: FieldRules, kinds: frozenset[str], raw: object) -> str | Non
         raise _field_error(
             rules, f"pattern {raw!r} does not compile ({exc}); fix the regular expression"
         ) from exc
+    if (problem := _stream_regex_problem(raw)) is not None:
+        raise _field_error(
+            rules,
+            f"pattern {raw!r} uses syntax the stream validator (Rust regex) does not support "
+            f"({problem}); rewrite it without look-around, backreferences or Python-only syntax",
+        )
     return raw
+
+
+def _stream_regex_problem(pattern: str) -> str | None:
+    """Why Polars' Rust regex, which checks patterns on the stream, refuses `pattern`."""
+    try:
+        pl.select(pl.lit("").str.contains(pattern))
+    except pl.exceptions.PolarsError as exc:
+        text = str(exc).split("\n\nThis error occurred")[0]
+        return " ".join(text.rpartition("error: ")[2].split())
+    return None
 
 
 def _max_length(rules: FieldRules, kinds: frozenset[str], raw: object) -> int | None:

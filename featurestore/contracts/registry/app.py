@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import base64
 import hmac
-from collections.abc import AsyncIterator, Callable
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from featurestore.contracts.registry.log import SchemaLog
 from featurestore.contracts.registry.state import (
@@ -108,18 +110,31 @@ def _append(request: Request) -> Callable[[Callable[[], Outcome]], Any]:
     return append
 
 
-def _guard(kind: Literal["read", "write"]) -> Callable[[Request], None]:
-    def check(request: Request) -> None:
-        auth: RegistryAuth = request.app.state.auth
-        if not auth.enabled or (kind == "read" and not auth.protect_reads):
-            return
-        if not auth.allows(request.headers.get("authorization")):
-            raise RegistryError(
-                401, 40101, f"Unauthorized: {kind}s to this registry need credentials; send "
-                "HTTP basic (basic.auth.user.info in the stock client) or a bearer token.",
-            )  # fmt: skip
+_WRITE_POST = re.compile(r"^/subjects/[^/]+/versions/?$")
 
-    return check
+
+def is_write(method: str, path: str) -> bool:
+    """Registrations, config changes and deletes write; lookups and compatibility checks
+    are POSTs that only read."""
+    return method in ("PUT", "DELETE", "PATCH") or (
+        method == "POST" and _WRITE_POST.match(path) is not None
+    )
+
+
+async def _authenticate(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    """Credentials first, before a body is even parsed."""
+    auth: RegistryAuth = request.app.state.auth
+    write = is_write(request.method, request.url.path)
+    guarded = auth.enabled and (write or auth.protect_reads)
+    if guarded and not auth.allows(request.headers.get("authorization")):
+        kind = "writes" if write else "reads"
+        return _error(
+            401, 40101, f"Unauthorized: {kind} to this registry need credentials; send "
+            "HTTP basic (basic.auth.user.info in the stock client) or a bearer token.",
+        )  # fmt: skip
+    return await call_next(request)
 
 
 State = Annotated[RegistryState, Depends(_registry)]
@@ -128,8 +143,8 @@ Deleted = Annotated[bool, Query(description="Include soft-deleted entries.")]
 Permanent = Annotated[bool, Query(description="Hard delete (after a soft delete).")]
 Verbose = Annotated[bool, Query(description="Give the reasons when incompatible.")]
 
-reads = APIRouter(dependencies=[Depends(_guard("read"))])
-writes = APIRouter(dependencies=[Depends(_guard("write"))])
+reads = APIRouter()
+writes = APIRouter()
 
 
 @reads.get("/")
@@ -303,6 +318,28 @@ def subject_mode(subject: str) -> dict[str, str]:
     return {"mode": "READWRITE"}
 
 
+class ModeBody(BaseModel):
+    mode: str
+
+
+def _set_mode(body: ModeBody) -> dict[str, str]:
+    if body.mode.upper() != "READWRITE":
+        raise RegistryError(
+            422, 42204, f"Invalid mode {body.mode!r}: this registry is always READWRITE."
+        )
+    return {"mode": "READWRITE"}
+
+
+@writes.put("/mode")
+def set_mode(body: ModeBody, force: bool = False) -> dict[str, str]:
+    return _set_mode(body)
+
+
+@writes.put("/mode/{subject}")
+def set_subject_mode(subject: str, body: ModeBody, force: bool = False) -> dict[str, str]:
+    return _set_mode(body)
+
+
 @reads.get("/contexts")
 def contexts() -> list[str]:
     return ["."]
@@ -311,6 +348,13 @@ def contexts() -> list[str]:
 async def _registry_error(_request: Request, exc: Exception) -> RegistryResponse:
     assert isinstance(exc, RegistryError)
     return _error(exc.status, exc.code, str(exc))
+
+
+async def _http_error(_request: Request, exc: Exception) -> RegistryResponse:
+    """The framework's own answers (unknown path, wrong method, unreadable body) in the
+    registry's error format, so clients always find an error_code."""
+    assert isinstance(exc, StarletteHTTPException)
+    return _error(exc.status_code, exc.status_code, f"HTTP {exc.status_code}: {exc.detail}")
 
 
 async def _invalid_request(_request: Request, exc: Exception) -> RegistryResponse:
@@ -344,6 +388,8 @@ def create_app(state: RegistryState, log: SchemaLog | None, auth: RegistryAuth) 
     app.state.auth = auth
     app.add_exception_handler(RegistryError, _registry_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.middleware("http")(_authenticate)
     app.include_router(reads)
     app.include_router(writes)
     return app

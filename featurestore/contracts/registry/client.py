@@ -1,4 +1,4 @@
-"""A small client for the registry's REST API, used by the CLI.
+"""A small client for the registry's REST API, used by the CLI and the consumers.
 
 The stock ``confluent_kafka.schema_registry`` client is what producers use and what the
 tests prove compatibility with; this one exists because the CLI needs what the stock
@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from featurestore.errors import RegistryError, RegistryUnavailableError
+from featurestore.errors import RegistryError, RegistryUnavailableError, UnknownSchemaError
 
 MEDIA_TYPE = "application/vnd.schemaregistry.v1+json"
 
@@ -70,6 +70,21 @@ class RegistryClient:
             verbose="true",
         )
         return [] if answer["is_compatible"] else list(answer.get("messages") or ["incompatible"])
+
+    def schema(self, ref: int | str) -> str:
+        """A writer schema by id (int) or GUID (str), from any Confluent-compatible
+        registry. UnknownSchemaError when the registry has none; RegistryUnavailableError
+        when it cannot be reached (callers retry that one)."""
+        path = f"/schemas/ids/{ref}" if isinstance(ref, int) else f"/schemas/guids/{ref}"
+        try:
+            answer = self._call("GET", path)
+        except RegistryError as exc:
+            if exc.code in (40403, 40401) or exc.status == 404:
+                raise UnknownSchemaError(f"the registry has no schema {ref}") from exc
+            if exc.status >= 500:
+                raise RegistryUnavailableError(f"the registry failed: {exc}") from exc
+            raise
+        return str(answer["schema"])
 
     def subjects(self) -> list[str]:
         result: list[str] = self._call("GET", "/subjects")

@@ -49,12 +49,14 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TOPIC = "_featurestore_schemas"
 WRITE_ATTEMPTS = 10
-# Answers while a partition has no leader yet (a new topic) or between leaders.
-_LEADERLESS = frozenset(
+# Errors that waiting will not cure. Anything else while asking where the topic ends
+# (no leader yet for a new topic, a leader epoch moving, a broker restarting) is
+# retried until the timeout.
+_HOPELESS = frozenset(
     {
-        KafkaError.NOT_LEADER_FOR_PARTITION,
-        KafkaError.LEADER_NOT_AVAILABLE,
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError._INVALID_ARG,
     }
 )
 
@@ -137,7 +139,10 @@ class SchemaLog:
         consumer.assign([TopicPartition(self.topic, 0, 0)])
         try:
             while not self._stop.is_set():
-                for msg in consumer.consume(num_messages=500, timeout=0.2):
+                # Wake on the first record (a waiting writer wants it now), then drain.
+                first = consumer.poll(0.2)
+                batch = [] if first is None else [first, *consumer.consume(500, 0)]
+                for msg in batch:
                     if msg.error():
                         log.warning("reading registry topic %s: %s", self.topic, msg.error())
                         continue
@@ -177,9 +182,7 @@ class SchemaLog:
                 return offset
             except KafkaException as exc:
                 error: KafkaError = exc.args[0]
-                # A new topic has no leader for a moment; a moved leader likewise.
-                transient = error.retriable() or error.code() in _LEADERLESS
-                if not transient or time.monotonic() > deadline:
+                if error.code() in _HOPELESS or time.monotonic() > deadline:
                     raise RegistryError(
                         500, 50001, f"Error in the backend data store: Kafka could not say "
                         f"where '{self.topic}' ends ({error.str()}).",
@@ -255,6 +258,9 @@ class SchemaLog:
 
         try:
             producer.begin_transaction()
+        except KafkaException as exc:
+            return self._failed(producer, exc)
+        try:
             for key, value in outcome.records:
                 producer.produce(
                     self.topic, key=encode(key), value=encode(value), on_delivery=delivered
@@ -263,15 +269,27 @@ class SchemaLog:
             return max(offsets)
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
-            if error.txn_requires_abort():
+            if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
                 producer.abort_transaction(self.timeout)
-                return None
-            if error.fatal() or error.code() == KafkaError._FENCED:
-                log.info("registry writer was fenced by another instance; taking over")
+                raise RegistryError(
+                    422, 42201, "Invalid schema: too large for the registry topic (the "
+                    "broker's message.max.bytes); split or shorten it.",
+                ) from exc  # fmt: skip
+            return self._failed(producer, exc)
+
+    def _failed(self, producer: Producer, exc: KafkaException) -> int | None:
+        """Clean up after a failed transaction; None to re-plan, or raise."""
+        error: KafkaError = exc.args[0]
+        if not error.fatal() and error.code() != KafkaError._FENCED:
+            # An open transaction must end before the next begin, whatever failed.
+            try:
+                producer.abort_transaction(self.timeout)
+            except KafkaException:
                 self._producer = None
+            if error.txn_requires_abort() or error.retriable():
                 return None
-            if error.retriable():
-                return None
-            raise RegistryError(
-                500, 50001, f"Error in the backend data store: {error.str()}."
-            ) from exc
+        else:
+            log.info("registry writer was fenced by another instance; taking over")
+            self._producer = None
+            return None
+        raise RegistryError(500, 50001, f"Error in the backend data store: {error.str()}.") from exc

@@ -51,16 +51,25 @@ def _parse_json(schema: str) -> Any:
         raise RegistryError(422, 42201, f"Invalid schema: not valid JSON ({exc}).") from exc
 
 
+def _dump(parsed: Any, option: int | None = None) -> str:
+    try:
+        return orjson.dumps(parsed, option=option).decode()
+    except TypeError as exc:  # orjson's nesting limit (254 levels)
+        raise RegistryError(
+            422, 42201, f"Invalid schema: nested too deeply ({exc}); flatten the schema."
+        ) from exc
+
+
 def compact_schema(schema: str) -> str:
     """The text stored and served: the producer's JSON without whitespace, order kept."""
-    return orjson.dumps(_parse_json(schema)).decode()
+    return _dump(_parse_json(schema))
 
 
 def canonical_schema(schema: str) -> str:
     """The schema's identity: compact JSON with sorted attributes. Two texts that differ
     only in formatting or attribute order are one schema with one id (field order is a
     list, so it is kept and matters)."""
-    return orjson.dumps(_parse_json(schema), option=orjson.OPT_SORT_KEYS).decode()
+    return _dump(_parse_json(schema), orjson.OPT_SORT_KEYS)
 
 
 def schema_guid(schema: str) -> str:

@@ -3,17 +3,32 @@ session's Kafka, each test on a schema topic of its own."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 import uvicorn
+from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from featurestore.contracts.registry import RegistryAuth, RegistryState, SchemaLog, create_app
 from featurestore.local.process import free_port
 from tests.conftest import Services
+
+
+def fresh_topic(prefix: str) -> str:
+    """A registry topic name no test used; the registry creates the topic itself."""
+    return f"_schemas-{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def delete_topics(services: Services, names: Iterable[str]) -> None:
+    admin = AdminClient({"bootstrap.servers": services.kafka_bootstrap})
+    for future in admin.delete_topics(list(names)).values():
+        with contextlib.suppress(Exception):  # best effort
+            future.result(timeout=30)
 
 
 class _ObservedLog(SchemaLog):
