@@ -124,6 +124,19 @@ class SchemaLog:
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+        self._wait_for_leader()
+
+    def _wait_for_leader(self) -> None:
+        """A topic just created has no partition leader for a moment; asking for its
+        metadata by name also refreshes the client's cached view of it."""
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            found = self._admin.list_topics(topic=self.topic, timeout=self.timeout)
+            topic = found.topics.get(self.topic)
+            partitions = topic.partitions if topic is not None and topic.error is None else {}
+            if partitions and partitions[0].leader >= 0:
+                return
+            time.sleep(0.1)
 
     # --- reading ----------------------------------------------------------------------
 
@@ -187,6 +200,7 @@ class SchemaLog:
                         500, 50001, f"Error in the backend data store: Kafka could not say "
                         f"where '{self.topic}' ends ({error.str()}).",
                     ) from exc  # fmt: skip
+            self._wait_for_leader()
             time.sleep(0.1)
 
     def _wait_applied(self, target: int) -> None:
