@@ -39,7 +39,9 @@ registry_app = typer.Typer(help="The contract registry (Confluent-compatible).")
 schemas_app = typer.Typer(
     help="Register, check and inspect contracts in the registry.", no_args_is_help=True
 )
+dlq_app = typer.Typer(help="Inspect and replay dead-letter topics.", no_args_is_help=True)
 app.add_typer(local_app, name="local")
+app.add_typer(dlq_app, name="dlq")
 app.add_typer(registry_app, name="registry")
 app.add_typer(schemas_app, name="schemas")
 
@@ -169,8 +171,8 @@ def registry_serve(
     uvicorn.run(create_app(state, log, auth), host=host, port=port, log_level="info")
 
 
-def _registry_client() -> RegistryClient:
-    settings = Settings()
+def _registry_client(settings: Settings | None = None) -> RegistryClient:
+    settings = settings or Settings()
     if settings.registry_url is None:
         settings = with_local_defaults(settings)
     if settings.registry_url is None:
@@ -252,6 +254,86 @@ def schemas_show(
     found = _registry_client().version(subject, version)
     console.print(f"{subject} version {found['version']} (schema id {found['id']})")
     sys.stdout.write(json.dumps(json.loads(found["schema"]), indent=2) + "\n")
+
+
+def _kafka_config(settings: Settings) -> dict[str, str]:
+    if settings.kafka_bootstrap is None:
+        raise ConfigError(
+            "no Kafka: set FEATURESTORE_KAFKA_BOOTSTRAP, or run `featurestore local up`."
+        )
+    return {"bootstrap.servers": settings.kafka_bootstrap}
+
+
+@app.command("run")
+def run(
+    definition: Annotated[
+        Path, typer.Argument(help="Consumer definition, e.g. consumers/payments.")
+    ],
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus /metrics here (overrides the file).")
+    ] = None,
+) -> None:
+    """Run a consumer: enforce its contract on every event, dead-letter what breaks it,
+    write valid events to the sinks. Stops cleanly on Ctrl-C or SIGTERM."""
+    import logging
+
+    from featurestore.monitor.metrics import serve_metrics
+    from featurestore.stream import ConsumerRuntime, load_definition
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    consumer = load_definition(definition)
+    settings = with_local_defaults(Settings())
+    runtime = ConsumerRuntime(
+        consumer,
+        _kafka_config(settings),
+        _registry_client(settings),
+        consumer.sinks.offline.path or settings.offline_path,
+    )
+    serve_metrics(consumer.metrics_port if metrics_port is None else metrics_port)
+    console.print(
+        f"{consumer.name}: {', '.join(consumer.topics)} -> contract {consumer.subject} "
+        f"v{runtime.contract_version}; dead letters to "
+        f"{', '.join(consumer.dlq_for(t) for t in consumer.topics)}"
+    )
+    runtime.run()
+    console.print(f"{consumer.name} stopped: {runtime.describe()}")
+
+
+@dlq_app.command("show")
+def dlq_show(
+    topic: Annotated[str, typer.Argument(help="Dead-letter topic, e.g. payments.dlq.")],
+    reason: Annotated[str | None, typer.Option(help="Only this reason.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many records.")] = 20,
+) -> None:
+    """Show dead letters (source, reason, field, message) and counts by reason."""
+    from featurestore.stream.dlq_tools import show
+
+    letters, counts = show(_kafka_config(with_local_defaults(Settings())), topic, reason, limit)
+    table = Table("dlq offset", "source", "reason", "field", "message", "replays")
+    for letter in letters:
+        table.add_row(
+            f"{letter.dlq_partition}@{letter.dlq_offset}", letter.source, letter.reason,
+            letter.field or "", letter.message, str(letter.replays),
+        )  # fmt: skip
+    Console().print(table)
+    summary = ", ".join(f"{r}: {n:,}" for r, n in counts.most_common()) or "empty"
+    Console().print(f"{sum(counts.values()):,} dead letters in {topic} ({summary})")
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    topic: Annotated[str, typer.Argument(help="Dead-letter topic, e.g. payments.dlq.")],
+    reason: Annotated[str | None, typer.Option(help="Only records of this reason.")] = None,
+    max_replays: Annotated[
+        int, typer.Option(help="Do not re-publish records replayed this often already.")
+    ] = 3,
+) -> None:
+    """Re-publish dead letters to their source topics, after a contract fix."""
+    from featurestore.stream.dlq_tools import replay
+
+    report = replay(_kafka_config(with_local_defaults(Settings())), topic, reason, max_replays)
+    done = ", ".join(f"{n:,} to {t}" for t, n in report.replayed.items()) or "nothing"
+    console.print(f"replayed {done}; {report.exhausted:,} exhausted (replayed {max_replays}x)")
 
 
 def _print_endpoints(endpoints: dict[str, str], as_json: bool) -> None:

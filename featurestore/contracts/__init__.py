@@ -3,9 +3,18 @@
 `parse_contract` validates the metadata (entity, event time, constraints, pii) carried
 inside a schema; `check_compatibility` decides whether a new schema version may follow
 the registered ones under a compatibility level; `compile_checks` and `split` run a
-contract's constraints on a decoded batch and reject its bad rows.
+contract's constraints on a decoded batch and reject its bad rows; `BatchDecoder` turns
+Confluent-framed Avro values into one frame of the contract's reader schema.
 """
 
+from featurestore.contracts.codec import (
+    BatchDecoder,
+    DecodedBatch,
+    FrameError,
+    SchemaRef,
+    parse_frame,
+    polars_schema,
+)
 from featurestore.contracts.compatibility import (
     CompatibilityLevel,
     ContractChange,
@@ -30,13 +39,17 @@ from featurestore.contracts.contract import (
 )
 
 __all__ = [
+    "BatchDecoder",
     "Check",
     "Clock",
     "CompatibilityLevel",
     "Constraints",
     "Contract",
     "ContractChange",
+    "DecodedBatch",
     "FieldRules",
+    "FrameError",
+    "SchemaRef",
     "check_compatibility",
     "compile_checks",
     "contract_from_schema",
@@ -45,5 +58,7 @@ __all__ = [
     "first_violations",
     "parse_avro_schema",
     "parse_contract",
+    "parse_frame",
+    "polars_schema",
     "split",
 ]

@@ -1,0 +1,126 @@
+"""Consumer definitions: what one consumer process reads, enforces and writes.
+
+A definition is a TOML file in ``consumers/`` (``featurestore run consumers/payments``
+reads ``consumers/payments.toml``), validated here so that a mistake is reported with
+the file, the key and what to write instead, before anything connects anywhere.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from featurestore.contracts.contract import parse_duration_ms
+from featurestore.errors import ConfigError, ContractError
+
+
+class OfflineSink(BaseModel):
+    """Validated events to Parquet, hive-partitioned by event date."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    path: str | None = Field(
+        default=None,
+        description="Root of the offline store; default $FEATURESTORE_OFFLINE_PATH or the "
+        "local stack's. Local paths and URIs that pyarrow filesystems know (s3://, gs://).",
+    )
+
+
+class Sinks(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    offline: OfflineSink = OfflineSink()
+
+
+class ConsumerDefinition(BaseModel):
+    """One consumer: topics in, one contract enforced, sinks out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    topics: Annotated[list[str], Field(min_length=1)]
+    subject: str = Field(description="The contract's registry subject, e.g. payments-value.")
+    contract_version: int | Literal["latest"] = Field(
+        default="latest", description="Reader schema: the latest version at start, or pinned."
+    )
+    group: str | None = Field(default=None, description="Consumer group; default fs-<name>.")
+    batch_size: Annotated[int, Field(gt=0, le=1_000_000)] = 10_000
+    batch_wait_ms: Annotated[int, Field(gt=0, le=600_000)] = 500
+    dlq_topic: str | None = Field(
+        default=None, description="Dead-letter topic; default <source topic>.dlq per topic."
+    )
+    max_future_skew: str | None = Field(
+        default=None, description="Overrides the contract's max_future_skew (e.g. 5m)."
+    )
+    retention: str | None = Field(
+        default=None,
+        description="Events older than this are LATE_EVENT; default the contract's max_age.",
+    )
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    sinks: Sinks = Sinks()
+    kafka: dict[str, str | int | bool] = Field(
+        default_factory=dict,
+        description="Extra librdkafka settings (security.protocol, sasl.*, ssl.*).",
+    )
+
+    @field_validator("max_future_skew", "retention")
+    @classmethod
+    def _is_a_duration(cls, value: str | None, info: ValidationInfo) -> str | None:
+        try:
+            parse_duration_ms(str(info.field_name), value)
+        except ContractError:
+            raise ValueError(
+                f'{value!r} is not a duration; write e.g. "30s", "5m", "1h", "7d"'
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _dlq_is_not_a_source(self) -> ConsumerDefinition:
+        if self.dlq_topic is not None and self.dlq_topic in self.topics:
+            raise ValueError(f"dlq_topic '{self.dlq_topic}' is also a source topic")
+        return self
+
+    @property
+    def group_id(self) -> str:
+        return self.group or f"fs-{self.name}"
+
+    def dlq_for(self, topic: str) -> str:
+        return self.dlq_topic or f"{topic}.dlq"
+
+
+def resolve_path(where: str | Path) -> Path:
+    """``consumers/payments``, ``consumers/payments.toml`` or a directory holding
+    ``consumer.toml``: the definition file meant."""
+    path = Path(where)
+    for candidate in (path, path.with_suffix(".toml"), path / "consumer.toml"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"no consumer definition at {path} (tried {path}, {path.with_suffix('.toml')} and "
+        f"{path / 'consumer.toml'}); see consumers/payments.toml for an example."
+    )
+
+
+def load_definition(where: str | Path) -> ConsumerDefinition:
+    path = resolve_path(where)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    try:
+        return ConsumerDefinition.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from exc

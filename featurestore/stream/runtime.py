@@ -1,0 +1,310 @@
+"""The consumer runtime: micro-batches from Kafka through decode and validation to the
+sinks and the dead-letter topic, offsets committed last.
+
+Invariants:
+- Every consumed offset ends in exactly one place: a valid row in the sinks, or one
+  dead letter. ``in == valid + dead-lettered`` holds after every batch.
+- Offsets are committed only after every sink is durable, in the same Kafka transaction
+  as the batch's dead letters (see ``checkpoint.py``).
+- A dependency that is down (registry, Kafka, the offline store) is retried with backoff
+  and a log line; offsets are never skipped. A record that breaks the code itself is
+  isolated by processing the batch one record at a time and dead-lettered: no poison
+  message stops the consumer.
+- Batches are committed before the next poll, so a partition revoked during a poll has
+  nothing in flight: revocation needs no flush.
+- SIGTERM or Ctrl-C: the batch in hand is finished and committed, then the process
+  leaves its group and exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, TypeVar
+
+import polars as pl
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from featurestore.contracts import parse_contract
+from featurestore.contracts.codec import BatchDecoder
+from featurestore.contracts.constraints import compile_checks, split
+from featurestore.contracts.contract import parse_duration_ms
+from featurestore.contracts.registry.client import RegistryClient
+from featurestore.contracts.violations import Reason, Rejection
+from featurestore.errors import RegistryUnavailableError
+from featurestore.monitor.metrics import (
+    BATCH_SECONDS,
+    EVENTS_DEAD_LETTERED,
+    EVENTS_IN,
+    EVENTS_VALID,
+    RETRIES,
+)
+from featurestore.offline import EventWriter
+from featurestore.stream.checkpoint import Checkpointer, Fenced, TransientCommitError
+from featurestore.stream.definition import ConsumerDefinition
+from featurestore.stream.dlq import DeadLetter, SourceRecord, dead_letter
+from featurestore.stream.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+RETRYABLE = (RegistryUnavailableError, TransientCommitError, KafkaException, OSError)
+
+
+class Interrupted(Exception):
+    """Stop was asked while waiting on a dependency; nothing of the batch is committed."""
+
+
+@dataclass
+class ConsumerStats:
+    events_in: int = 0
+    valid: int = 0
+    dead_lettered: Counter[str] = field(default_factory=Counter)
+    batches: int = 0
+
+    @property
+    def dead_total(self) -> int:
+        return sum(self.dead_lettered.values())
+
+
+class ConsumerRuntime:
+    """One consumer process for one definition."""
+
+    def __init__(
+        self,
+        definition: ConsumerDefinition,
+        kafka: dict[str, Any],
+        registry: RegistryClient,
+        offline_root: str | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.definition = definition
+        self.kafka = {**kafka, **definition.kafka}
+        self.registry = registry
+        self.clock = clock
+        self.stats = ConsumerStats()
+        self._stop = threading.Event()
+        reader = registry.version(definition.subject, definition.contract_version)
+        self.contract_version = int(reader["version"])
+        contract = parse_contract(reader["schema"])
+        if definition.max_future_skew is not None:
+            skew = parse_duration_ms("max_future_skew", definition.max_future_skew)
+            contract = replace(contract, max_future_skew_ms=skew)
+        self.contract = contract
+        # LATE_EVENT: older than the tighter of the contract's max_age and this retention.
+        self.retention_ms = parse_duration_ms("retention", definition.retention)
+        self.checks = compile_checks(contract)
+        self.decoder = BatchDecoder(reader["schema"], registry.schema)
+        self.sink = None
+        if definition.sinks.offline.enabled and offline_root is not None:
+            if contract.event_time is None:
+                raise ValueError("the offline sink needs a contract with an event_time")
+            self.sink = EventWriter(offline_root, definition.subject, contract.event_time)
+        self.checkpointer = Checkpointer(self.kafka, definition.group_id)
+        self.consumer: Consumer | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, until: Callable[[ConsumerStats], bool] | None = None) -> ConsumerStats:
+        """Consume until stopped (or ``until(stats)`` is true after a batch)."""
+        handlers = self._install_signal_handlers()
+        d = self.definition
+        ensure_topics(self.kafka, {t: d.dlq_for(t) for t in d.topics})
+        self.consumer = Consumer(
+            {
+                **self.kafka,
+                "group.id": d.group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+            }
+        )
+        self.consumer.subscribe(d.topics, on_assign=_log_assign, on_revoke=_log_revoke)
+        last_report = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                msgs = self.consumer.consume(d.batch_size, d.batch_wait_ms / 1000)
+                records = [m for m in msgs if not _skippable(m)]
+                if records:
+                    try:
+                        self.process(records)
+                    except Interrupted:
+                        break
+                if until is not None and until(self.stats):
+                    break
+                if time.monotonic() - last_report > 5:
+                    last_report = time.monotonic()
+                    log.info("%s: %s", d.name, self.describe())
+        finally:
+            self.consumer.close()
+            self.checkpointer.close()
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        return self.stats
+
+    def describe(self) -> str:
+        s = self.stats
+        dead = ", ".join(f"{r} {n:,}" for r, n in sorted(s.dead_lettered.items())) or "none"
+        return f"{s.events_in:,} in, {s.valid:,} valid, dead-lettered: {dead}"
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous: dict[int, Any] = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda *_: self.stop())
+        return previous
+
+    # --- one batch ----------------------------------------------------------------------
+
+    def process(self, records: list[Message]) -> None:
+        """Decode, validate, write, dead-letter and commit one batch."""
+        started = time.monotonic()
+        try:
+            valid, rejections = self._retrying("decode", lambda: self._validate(records))
+        except (Interrupted, *RETRYABLE):
+            raise
+        except Exception:
+            log.exception("batch of %d failed as a whole; isolating records", len(records))
+            valid, rejections = self._validate_one_by_one(records)
+        rows = valid.get_column("_row")
+        valid = valid.drop("_row").with_columns(
+            pl.Series("_topic", [m.topic() for m in records], pl.String).gather(rows),
+            pl.Series("_partition", [m.partition() for m in records], pl.Int32).gather(rows),
+            pl.Series("_offset", [m.offset() for m in records], pl.Int64).gather(rows),
+        )
+        if self.sink is not None:
+            sink = self.sink
+            self._retrying("write offline events", lambda: sink.write(valid))
+        letters = [self._dead_letter(records[r.row], r) for r in rejections]
+        assert self.consumer is not None
+        consumer = self.consumer
+        try:
+            self._retrying(
+                "commit", lambda: self.checkpointer.commit(consumer, letters, _offsets(records))
+            )
+        except Fenced as exc:
+            log.warning("lost the transactional role (%s); rewinding to committed offsets", exc)
+            self._rewind()
+            return
+        self._count(len(records), valid.height, rejections)
+        BATCH_SECONDS.labels(self.definition.name).observe(time.monotonic() - started)
+
+    def _validate(self, records: list[Message]) -> tuple[pl.DataFrame, list[Rejection]]:
+        decoded = self.decoder.decode(
+            [m.value() for m in records], [m.headers() or [] for m in records]
+        )
+        now = datetime.fromtimestamp(self.clock(), tz=UTC)
+        valid, broken = split(decoded.frame, self.checks, now, self.retention_ms)
+        return valid, sorted([*decoded.rejections, *broken], key=lambda r: r.row)
+
+    def _validate_one_by_one(self, records: list[Message]) -> tuple[pl.DataFrame, list[Rejection]]:
+        frames: list[pl.DataFrame] = []
+        rejections: list[Rejection] = []
+        for row, record in enumerate(records):
+            try:
+                valid, broken = self._retrying("decode", partial(self._validate, [record]))
+            except (Interrupted, *RETRYABLE):
+                raise
+            except Exception as exc:
+                # The type only: an exception's text may quote a PII value.
+                message = f"could not be processed ({type(exc).__name__}); see consumer logs"
+                log.exception("record %s[%d]@%d", record.topic(), record.partition(),
+                              record.offset())  # fmt: skip
+                rejections.append(Rejection(row, Reason.DECODE_ERROR, message))
+                continue
+            frames.append(valid.with_columns(pl.lit(row, pl.Int64).alias("_row")))
+            rejections.extend(replace(r, row=row) for r in broken)
+        schema = self.decoder.frame_schema
+        return pl.concat(frames) if frames else pl.DataFrame(schema=schema), rejections
+
+    def _dead_letter(self, record: Message, rejection: Rejection) -> DeadLetter:
+        source = SourceRecord(
+            record.topic(), record.partition(), record.offset(), record.key(), record.value(),
+            list(record.headers() or []),
+        )  # fmt: skip
+        return dead_letter(
+            source,
+            rejection,
+            dlq_topic=self.definition.dlq_for(source.topic),
+            subject=self.definition.subject,
+            contract_version=self.contract_version,
+            group=self.definition.group_id,
+            schema_id=_schema_id(record.value()),
+        )
+
+    def _count(self, consumed: int, valid: int, rejections: list[Rejection]) -> None:
+        name, subject = self.definition.name, self.definition.subject
+        self.stats.events_in += consumed
+        self.stats.valid += valid
+        self.stats.batches += 1
+        EVENTS_IN.labels(name, subject).inc(consumed)
+        EVENTS_VALID.labels(name, subject).inc(valid)
+        for reason, n in Counter(r.reason.value for r in rejections).items():
+            self.stats.dead_lettered[reason] += n
+            EVENTS_DEAD_LETTERED.labels(name, subject, reason).inc(n)
+        if consumed != valid + len(rejections):
+            raise AssertionError(f"{consumed} in != {valid} valid + {len(rejections)} dead")
+
+    # --- failures -----------------------------------------------------------------------
+
+    def _retrying(self, what: str, action: Callable[[], T]) -> T:
+        delay = 0.5
+        while True:
+            try:
+                return action()
+            except RETRYABLE as exc:
+                if self._stop.is_set() and what != "commit":
+                    raise Interrupted(what) from exc
+                log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
+                RETRIES.labels(self.definition.name, what).inc()
+                self._stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _rewind(self) -> None:
+        assert self.consumer is not None
+        assignment = self.consumer.assignment()
+        for tp in self.consumer.committed(assignment, timeout=30):
+            offset = tp.offset if tp.offset >= 0 else -2  # OFFSET_BEGINNING
+            self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+
+
+def _skippable(message: Message) -> bool:
+    error = message.error()
+    if error is None:
+        return False
+    log.warning("consume error: %s", error)
+    return True
+
+
+def _offsets(records: list[Message]) -> list[TopicPartition]:
+    last: dict[tuple[str, int], int] = {}
+    for m in records:
+        key = (m.topic(), m.partition())
+        last[key] = max(last.get(key, -1), m.offset())
+    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+
+
+def _schema_id(value: bytes | None) -> int | None:
+    if value and len(value) >= 5 and value[0] == 0:
+        return int(struct.unpack(">I", value[1:5])[0])
+    return None
+
+
+def _log_assign(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    log.info("assigned %s", [f"{p.topic}[{p.partition}]" for p in partitions])
+
+
+def _log_revoke(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    # Nothing to flush: each batch was committed before the poll that revokes.
+    log.info("revoked %s", [f"{p.topic}[{p.partition}]" for p in partitions])
