@@ -16,11 +16,12 @@ resolution to the contract's reader schema, the Avro -> Polars type mapping
   local-timestamp-*, date and uuid are read as their underlying types and typed by the
   reader schema (as the Avro spec and the Java library do); decimal and time-* values are
   converted by fastavro, from the writer's logical type;
-- the batch path (a group's bodies as ONE block of an in-memory Avro container, read by
-  ``polars.read_avro``) runs only for a writer identical to the reader and a flat record,
-  and is trusted only once `_Proof` proves that each record consumed exactly its body
-  and each varint and boolean holds the decoded value; otherwise the group is decoded
-  record by record. Both paths give the same rows and rejections for any input;
+- the batch path (`avro_block`: a group's bodies as ONE block of an in-memory Avro
+  container, read by ``polars.read_avro``) runs only for a writer identical to the reader
+  and a flat record, and is trusted only once its proof shows that each record consumed
+  exactly its body and each varint and boolean holds the decoded value; otherwise the
+  group is decoded record by record. Both paths give the same rows and rejections for
+  any input;
 - rejection messages never quote decoded values (fields may be PII); enum symbols, which
   the schemas define, may appear.
 """
@@ -37,11 +38,10 @@ from typing import Any, Final, Literal, TypeAlias
 
 import fastavro
 import polars as pl
-import pyarrow as pa
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import to_parsing_canonical_form
-from polars.exceptions import PanicException
 
+from featurestore.contracts.avro_block import BlockLayout, BlockReader
 from featurestore.contracts.violations import Reason, Rejection
 from featurestore.errors import ContractError, FeatureStoreError, UnknownSchemaError
 
@@ -66,7 +66,6 @@ _LOGICAL: Final[Mapping[tuple[str, str], pl.DataType]] = {
     ("long", "time-micros"): pl.Time(),
 }  # fmt: skip
 _READ_RAW: Final = frozenset({*_TIMESTAMPS, "date", "uuid"})
-_SYNC: Final = b"featurestore.blk"  # any 16 bytes: the container's sync marker
 _OBJECT_REPR: Final = re.compile(r"( from)? <[^<>]* at 0x[0-9a-f]+>")
 
 
@@ -126,19 +125,8 @@ class _Writer:
     ref: SchemaRef
     schema: Any = None  # fastavro-parsed, stripped; None when records cannot be read with it
     reader: Any = None  # the stripped reader; None when identical to the writer
-    block_header: bytes | None = None  # set when the batch path may read this writer
+    block: BlockReader | None = None  # set when the batch path may read this writer
     refusal: tuple[Reason, str] = (Reason.INCOMPATIBLE_SCHEMA, "")
-
-
-@dataclass(frozen=True)
-class _Item:
-    """A piece of a flat record's encoding, for `_Proof`: a varint of at most `longest`
-    bytes (`value`: its zigzag-mapped UInt64 value, whose bytes are compared) or, with
-    `longest` 0, a span (`value`: its size in bytes, only counted)."""
-
-    value: pl.Expr
-    longest: int = 0
-    present: pl.Expr | None = None  # when the value is there at all (a nullable field's)
 
 
 class BatchDecoder:
@@ -159,8 +147,7 @@ class BatchDecoder:
         fields = _fields(self._reader)
         self._raw = pl.Schema({f["name"]: _dtype(f["type"], named, raw=True) for f in fields})
         self._casts = pl.Schema({n: t for n, t in self._columns.items() if self._raw[n] != t})
-        items = _flat_items(fields, named)
-        self._proof = None if items is None else _Proof(items)
+        self._layout = BlockLayout.of(fields, named, self._columns, read_raw=_READ_RAW)
         self._writers: dict[SchemaRef, _Writer] = {}
 
     def decode(
@@ -184,13 +171,13 @@ class BatchDecoder:
             if writer.schema is None:
                 rejections += [Rejection(row, *writer.refusal) for row in rows]
                 continue
-            frame = None
-            if writer.block_header is not None and len(rows) >= self._fast_min:
-                frame = self._decode_block(writer.block_header, rows, bodies)
-                fast_rows += 0 if frame is None else len(rows)
-            frames.append(
-                self._decode_each(writer, rows, bodies, rejections) if frame is None else frame
-            )
+            block = writer.block if len(rows) >= self._fast_min else None
+            frame = None if block is None else block.read(bodies)
+            if frame is None:
+                frames.append(self._decode_each(writer, rows, bodies, rejections))
+            else:
+                frames.append(_numbered(frame, rows))
+                fast_rows += len(rows)
         frame = pl.concat(frames) if frames else self._build([], [])
         rejections.sort(key=lambda r: r.row)
         return DecodedBatch(frame.sort(ROW) if len(frames) > 1 else frame, rejections, fast_rows)
@@ -212,19 +199,12 @@ class BatchDecoder:
         else:
             same = to_parsing_canonical_form(json.loads(text)) == self._shape
             same = same and _same_columns(text, self._columns)  # and the same logical types
-            header = _container_header(text) if same and self._proof is not None else None
-            if header is not None and not self._readable(header):
-                header = None  # read_avro cannot read this schema (named type references)
-            writer = _Writer(ref, schema, None if same else self._reader, header)
+            block = None  # None also when read_avro cannot read it (named type references)
+            if same and self._layout is not None:
+                block = self._layout.reader(text)
+            writer = _Writer(ref, schema, None if same else self._reader, block)
         self._writers[ref] = writer
         return writer
-
-    def _readable(self, header: bytes) -> bool:
-        """Whether read_avro reads the schema in `header`: probed once, on an empty file."""
-        try:
-            return pl.read_avro(BytesIO(header)).columns == self._columns.names()
-        except (Exception, PanicException):
-            return False
 
     def _decode_each(
         self, writer: _Writer, rows: list[int], bodies: list[bytes], out: list[Rejection]
@@ -265,25 +245,7 @@ class BatchDecoder:
             return False
 
     def _build(self, records: list[Any], rows: list[int]) -> pl.DataFrame:
-        frame = pl.DataFrame(records, schema=self._raw).cast(self._casts)
-        return frame.with_columns(pl.Series(ROW, rows, dtype=pl.Int64))
-
-    def _decode_block(
-        self, header: bytes, rows: list[int], bodies: list[bytes]
-    ) -> pl.DataFrame | None:
-        """The batch path, or None when it fails or cannot prove the record boundaries."""
-        data = b"".join(bodies)
-        block = b"".join((header, _varint(len(bodies)), _varint(len(data)), data, _SYNC))
-        lengths = pl.Series([len(b) for b in bodies], dtype=pl.Int64)
-        try:
-            frame = pl.read_avro(BytesIO(block))
-            proof = self._proof
-            if frame.columns == self._columns.names() and proof and proof(frame, lengths, data):
-                frame = frame.cast(self._columns)
-                return frame.with_columns(pl.Series(ROW, rows, dtype=pl.Int64))
-        except (Exception, PanicException):  # read_avro panics on some malformed blocks
-            pass
-        return None
+        return _numbered(pl.DataFrame(records, schema=self._raw).cast(self._casts), rows)
 
 
 def _parse(schema: str | Mapping[str, Any], *, strip: bool) -> tuple[Any, dict[str, Any]]:
@@ -350,18 +312,9 @@ def _same_columns(schema: str, columns: pl.Schema) -> bool:
         return False
 
 
-def _container_header(schema_json: str) -> bytes:
-    """The header of an uncompressed Avro object container file of `schema_json`."""
-    meta = [b"avro.schema", schema_json.encode(), b"avro.codec", b"null"]
-    return b"".join([b"Obj\x01", _varint(2), *(_varint(len(m)) + m for m in meta), b"\0", _SYNC])
-
-
-def _varint(n: int) -> bytes:
-    z, out = (n << 1) ^ (n >> 63), bytearray()
-    while z > 0x7F:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    return bytes([*out, z])
+def _numbered(frame: pl.DataFrame, rows: list[int]) -> pl.DataFrame:
+    """`frame` with its records' input indexes as the Int64 ``_row`` column."""
+    return frame.with_columns(pl.Series(ROW, rows, dtype=pl.Int64))
 
 
 def _brief(exc: BaseException) -> str:
@@ -383,107 +336,3 @@ def _holds(dtype: pl.DataType, value: Any) -> bool:
         return pl.Series([value], dtype=dtype, strict=True).len() == 1
     except Exception:
         return False
-
-
-def _flat_items(fields: list[dict[str, Any]], named: dict[str, Any]) -> list[_Item] | None:
-    """Each record's encoding as items, for the batch path's proof; None when the batch
-    path does not take the schema (nested types, multi-type unions, time, decimal, uuid)."""
-    items: list[_Item] = []
-    for f in fields:
-        col, t, present = pl.col(f["name"]), f["type"], None
-        if isinstance(t, list):
-            if len(t) != 2 or "null" not in t:
-                return None
-            null_at, present = t.index("null"), col.is_not_null()
-            branch = pl.when(present).then(2 - 2 * null_at).otherwise(2 * null_at)  # zigzag
-            items.append(_Item(branch.cast(pl.UInt64), 1))
-            t = t[1 - null_at]
-        t = named.get(t, t) if isinstance(t, str) else t
-        kind, logical = (t, None) if isinstance(t, str) else (t["type"], t.get("logicalType"))
-        if logical not in (None, *_READ_RAW) or kind in ("record", "array", "map", "null"):
-            return None
-        if kind == "boolean":  # its byte is 0 or 1: the varint of zigzag value 0 or 1
-            items.append(_Item(col.cast(pl.UInt64), 1, present))
-        elif kind == "enum":  # the index, zigzag-mapped
-            index = {symbol: 2 * i for i, symbol in enumerate(t["symbols"])}
-            zigzag = col.cast(pl.String).replace_strict(index, default=None, return_dtype=pl.UInt64)
-            items.append(_Item(zigzag, len(_varint(len(index) - 1)), present))
-        elif kind in ("int", "long"):
-            zigzag = _zigzag(col.to_physical().cast(pl.Int64))
-            items.append(_Item(zigzag, 5 if kind == "int" else 10, present))
-        elif kind in ("string", "bytes"):
-            n = (col.str.len_bytes() if kind == "string" else col.bin.size()).cast(pl.UInt64)
-            items.append(_Item((_varint_len(n * 2) + n).cast(pl.Int64), 0, present))
-        else:
-            size = {"float": 4, "double": 8}.get(kind) or int(t["size"])
-            items.append(_Item(pl.lit(size, pl.Int64), 0, present))
-    return items
-
-
-class _Proof:
-    """Whether a frame is exactly what the bodies (``data``, ``lengths`` bytes each) encode.
-
-    Each record's canonical encoding must be as long as its body, and every varint (union
-    branch, enum index, int, long, boolean) must equal the body's bytes at the offset the
-    items before it give. A decoder consumes at least the canonical size of what it
-    returns, so equal sizes mean every record (and item) consumed exactly its own bytes;
-    equal varint bytes mean the decoder did not wrap, clamp or re-map a value (read_avro
-    wraps ints, reads a boolean byte 5 as false and any union index > 0 as the second
-    branch). String and float contents are copied from these proven offsets. The
-    expressions are built once per reader schema: a batch costs two Polars queries."""
-
-    def __init__(self, items: list[_Item]) -> None:
-        varints = [k for k, item in enumerate(items) if item.longest]
-        sizes, names = [], [f"s{k}" for k in range(len(items))]
-        for k, item in enumerate(items):
-            size = _varint_len(pl.col(f"v{k}")) if item.longest else item.value
-            if item.present is not None:  # a nullable field's value: no bytes when null
-                size = pl.when(item.present).then(size).otherwise(0)
-            sizes.append(size.alias(f"s{k}"))
-        start = pl.col("_len").cum_sum() - pl.col("_len")
-        self.stages = (
-            [items[k].value.alias(f"v{k}") for k in varints],
-            sizes,
-            [(start + pl.sum_horizontal([*names[:k], pl.lit(0)])).alias(f"o{k}") for k in varints],
-        )
-        wheres: list[pl.Expr] = []
-        wants: list[pl.Expr] = []
-        for k in varints:
-            size, z = pl.col(f"s{k}"), pl.col(f"v{k}")
-            for m in range(items[k].longest):  # byte m of varint k: where it is, what it is
-                wheres.append(pl.when(size > m).then(pl.col(f"o{k}") + m))
-                wants.append(z // (128**m) % 128 + (size > m + 1).cast(pl.UInt64) * 128)
-        fits = pl.all_horizontal(pl.col(names).is_not_null()) & (
-            pl.sum_horizontal(names) == pl.col("_len")
-        )
-        wheres, wants = wheres or [pl.lit(None, pl.Int64)], wants or [pl.lit(0, pl.UInt64)]
-        self.check = [
-            fits.all().alias("fits"),
-            pl.concat(wheres).alias("at"),
-            pl.concat(wants).alias("want"),
-        ]
-
-    def __call__(self, frame: pl.DataFrame, lengths: pl.Series, data: bytes) -> bool:
-        values, sizes, offsets = self.stages
-        work = frame.with_columns(values).with_columns(sizes, _len=lengths).with_columns(offsets)
-        check = work.select(self.check)
-        if not check["fits"][0]:
-            return False
-        check = check.drop_nulls("at")
-        body = pl.from_arrow(
-            pa.Array.from_buffers(pa.uint8(), len(data), [None, pa.py_buffer(data)])
-        )
-        assert isinstance(body, pl.Series)
-        return bool(
-            (body.gather(check["at"]).cast(pl.UInt64) == check["want"]).fill_null(False).all()
-        )
-
-
-def _zigzag(x: pl.Expr) -> pl.Expr:
-    """Avro's zigzag mapping of Int64 values, as UInt64."""
-    return pl.when(x >= 0).then(x).otherwise(-(x + 1)).cast(pl.UInt64) * 2 + (x < 0).cast(pl.UInt64)
-
-
-def _varint_len(z: pl.Expr) -> pl.Expr:
-    """Bytes in the varint of UInt64 `z`: one per started 7 bits, at least one."""
-    return (70 - (z | 1).bitwise_leading_zeros().cast(pl.Int64)) // 7

@@ -58,28 +58,33 @@ def view(message: Message) -> DeadLetterView:
 
 
 def _read_to_end(consumer: Consumer, topic: str, timeout: float) -> Iterator[Message]:
-    """Every record of ``topic`` from where ``consumer`` stands to the current end."""
+    """Every record of ``topic`` from the group's committed offsets (or the start) to the
+    current end. Partitions are assigned directly: no group rebalance to wait for."""
     metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
     if metadata is None or metadata.error is not None:
         raise ValueError(f"topic '{topic}' does not exist")
     partitions = [TopicPartition(topic, p) for p in metadata.partitions]
     committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout)}
-    ends, positions = {}, {}
+    ends, starts = {}, {}
     for tp in partitions:
         low, high = consumer.get_watermark_offsets(tp, timeout)
         ends[tp.partition] = high
-        # The last offset already behind us: committed by this group, or before the log.
-        positions[tp.partition] = max(committed.get(tp.partition, -1), low) - 1
-    while any(positions[p] + 1 < ends[p] for p in ends):
-        msgs = consumer.consume(500, timeout)
-        if not msgs:
-            break
+        starts[tp.partition] = max(committed.get(tp.partition, -1), low)
+    assigned = [TopicPartition(topic, p, starts[p]) for p in ends]
+    consumer.assign(assigned)
+    positions = dict(starts)
+    while any(positions[p] < ends[p] for p in ends):
+        first = consumer.poll(timeout)  # returns on the first record, unlike consume()
+        msgs = [] if first is None else [first, *consumer.consume(500, 0)]
         for m in msgs:
-            if m.error():
-                continue
-            positions[m.partition()] = m.offset()
-            if m.offset() < ends[m.partition()]:
+            if not m.error() and m.offset() < ends[m.partition()]:
                 yield m
+        # The position, not the last record: it also steps over transaction markers.
+        before = dict(positions)
+        for tp in consumer.position(assigned):
+            positions[tp.partition] = max(positions[tp.partition], tp.offset)
+        if not msgs and positions == before:
+            break
 
 
 def show(
@@ -91,7 +96,6 @@ def show(
         {**kafka, "group.id": f"fs-dlq-show-{uuid.uuid4().hex}", "enable.auto.commit": False,
          "auto.offset.reset": "earliest", "isolation.level": "read_committed"}
     )  # fmt: skip
-    consumer.subscribe([topic])
     shown: list[DeadLetterView] = []
     counts: Counter[str] = Counter()
     try:
@@ -124,7 +128,6 @@ def replay(
         {**kafka, "group.id": group, "enable.auto.commit": False,
          "auto.offset.reset": "earliest", "isolation.level": "read_committed"}
     )  # fmt: skip
-    consumer.subscribe([topic])
     checkpointer = Checkpointer(kafka, group)
     report = ReplayReport()
     batch: list[DeadLetter] = []

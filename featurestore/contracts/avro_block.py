@@ -1,0 +1,216 @@
+"""The batch decode path: one group's bodies as ONE block of an in-memory Avro container.
+
+Owns the container bytes (header, block count and size as varints, the sync marker), the
+``polars.read_avro`` call on them (which panics on some malformed blocks), the flat-record
+description (`_Item`, `_flat_items`) and the record-boundary proof (`_Proof`). `codec`
+uses it through `BlockLayout` (once per reader schema) and `BlockReader` (once per
+writer schema). Invariants:
+
+- only a flat record takes this path: fields of boolean, int, long, float, double, bytes,
+  string, enum or fixed, each alone or in a union with null, and with no logical type but
+  the ones the caller reads raw (timestamps, date, uuid: proven on their physical values);
+- a frame read from a block is trusted only when `_Proof` shows that every record
+  consumed exactly its own body's bytes and that every union branch, enum index, int,
+  long and boolean equals the body's bytes; otherwise `BlockReader.read` returns None
+  and the caller decodes the bodies record by record. It never raises on bad bodies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any, Final
+
+import polars as pl
+import pyarrow as pa
+from polars.exceptions import PanicException
+
+_SYNC: Final = b"featurestore.blk"  # any 16 bytes: the container's sync marker
+
+
+class BlockLayout:
+    """How a flat record schema's records lie in a block, and the proof over them.
+
+    Built once per reader schema, from its (fastavro-parsed) `fields` and named types,
+    with `columns` the frame columns decoding yields; `read_raw` names the logical types
+    the fields may still carry (their values are proven on their physical type)."""
+
+    def __init__(self, columns: pl.Schema, proof: _Proof) -> None:
+        self._columns, self._proof = columns, proof
+
+    @classmethod
+    def of(
+        cls,
+        fields: list[dict[str, Any]],
+        named: dict[str, Any],
+        columns: pl.Schema,
+        *,
+        read_raw: Collection[str] = (),
+    ) -> BlockLayout | None:
+        """The layout, or None when the schema is not a flat record (see the invariants)."""
+        items = _flat_items(fields, named, read_raw)
+        return None if items is None else cls(columns, _Proof(items))
+
+    def reader(self, writer_schema: str) -> BlockReader | None:
+        """The reader of blocks of `writer_schema` (JSON text, identical to the reader
+        schema), or None when read_avro cannot read it (named type references): probed
+        once, on an empty container."""
+        header = _container_header(writer_schema)
+        try:
+            readable = pl.read_avro(BytesIO(header)).columns == self._columns.names()
+        except (Exception, PanicException):
+            readable = False
+        return BlockReader(header, self._columns, self._proof) if readable else None
+
+
+class BlockReader:
+    """Reads the bodies of one writer schema as one block, built by `BlockLayout.reader`."""
+
+    def __init__(self, header: bytes, columns: pl.Schema, proof: _Proof) -> None:
+        self._header, self._columns, self._proof = header, columns, proof
+
+    def read(self, bodies: Sequence[bytes]) -> pl.DataFrame | None:
+        """One row per body, in order, in the layout's columns; None when read_avro fails
+        or the proof does not hold (the caller then decodes the bodies one by one)."""
+        data = b"".join(bodies)
+        block = b"".join((self._header, _varint(len(bodies)), _varint(len(data)), data, _SYNC))
+        lengths = pl.Series([len(b) for b in bodies], dtype=pl.Int64)
+        try:
+            frame = pl.read_avro(BytesIO(block))
+            if frame.columns == self._columns.names() and self._proof(frame, lengths, data):
+                return frame.cast(self._columns)
+        except (Exception, PanicException):  # read_avro panics on some malformed blocks
+            pass
+        return None
+
+
+@dataclass(frozen=True)
+class _Item:
+    """A piece of a flat record's encoding, for `_Proof`: a varint of at most `longest`
+    bytes (`value`: its zigzag-mapped UInt64 value, whose bytes are compared) or, with
+    `longest` 0, a span (`value`: its size in bytes, only counted)."""
+
+    value: pl.Expr
+    longest: int = 0
+    present: pl.Expr | None = None  # when the value is there at all (a nullable field's)
+
+
+def _container_header(schema_json: str) -> bytes:
+    """The header of an uncompressed Avro object container file of `schema_json`."""
+    meta = [b"avro.schema", schema_json.encode(), b"avro.codec", b"null"]
+    return b"".join([b"Obj\x01", _varint(2), *(_varint(len(m)) + m for m in meta), b"\0", _SYNC])
+
+
+def _varint(n: int) -> bytes:
+    z, out = (n << 1) ^ (n >> 63), bytearray()
+    while z > 0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    return bytes([*out, z])
+
+
+def _flat_items(
+    fields: list[dict[str, Any]], named: dict[str, Any], read_raw: Collection[str]
+) -> list[_Item] | None:
+    """Each record's encoding as items, for the batch path's proof; None when the batch
+    path does not take the schema (nested types, multi-type unions, time, decimal)."""
+    items: list[_Item] = []
+    for f in fields:
+        col, t, present = pl.col(f["name"]), f["type"], None
+        if isinstance(t, list):
+            if len(t) != 2 or "null" not in t:
+                return None
+            null_at, present = t.index("null"), col.is_not_null()
+            branch = pl.when(present).then(2 - 2 * null_at).otherwise(2 * null_at)  # zigzag
+            items.append(_Item(branch.cast(pl.UInt64), 1))
+            t = t[1 - null_at]
+        t = named.get(t, t) if isinstance(t, str) else t
+        kind, logical = (t, None) if isinstance(t, str) else (t["type"], t.get("logicalType"))
+        if logical not in (None, *read_raw) or kind in ("record", "array", "map", "null"):
+            return None
+        if kind == "boolean":  # its byte is 0 or 1: the varint of zigzag value 0 or 1
+            items.append(_Item(col.cast(pl.UInt64), 1, present))
+        elif kind == "enum":  # the index, zigzag-mapped
+            index = {symbol: 2 * i for i, symbol in enumerate(t["symbols"])}
+            zigzag = col.cast(pl.String).replace_strict(index, default=None, return_dtype=pl.UInt64)
+            items.append(_Item(zigzag, len(_varint(len(index) - 1)), present))
+        elif kind in ("int", "long"):
+            zigzag = _zigzag(col.to_physical().cast(pl.Int64))
+            items.append(_Item(zigzag, 5 if kind == "int" else 10, present))
+        elif kind in ("string", "bytes"):
+            n = (col.str.len_bytes() if kind == "string" else col.bin.size()).cast(pl.UInt64)
+            items.append(_Item((_varint_len(n * 2) + n).cast(pl.Int64), 0, present))
+        else:
+            size = {"float": 4, "double": 8}.get(kind) or int(t["size"])
+            items.append(_Item(pl.lit(size, pl.Int64), 0, present))
+    return items
+
+
+class _Proof:
+    """Whether a frame is exactly what the bodies (``data``, ``lengths`` bytes each) encode.
+
+    Each record's canonical encoding must be as long as its body, and every varint (union
+    branch, enum index, int, long, boolean) must equal the body's bytes at the offset the
+    items before it give. A decoder consumes at least the canonical size of what it
+    returns, so equal sizes mean every record (and item) consumed exactly its own bytes;
+    equal varint bytes mean the decoder did not wrap, clamp or re-map a value (read_avro
+    wraps ints, reads a boolean byte 5 as false and any union index > 0 as the second
+    branch). String and float contents are copied from these proven offsets. The
+    expressions are built once per reader schema: a batch costs two Polars queries."""
+
+    def __init__(self, items: list[_Item]) -> None:
+        varints = [k for k, item in enumerate(items) if item.longest]
+        sizes, names = [], [f"s{k}" for k in range(len(items))]
+        for k, item in enumerate(items):
+            size = _varint_len(pl.col(f"v{k}")) if item.longest else item.value
+            if item.present is not None:  # a nullable field's value: no bytes when null
+                size = pl.when(item.present).then(size).otherwise(0)
+            sizes.append(size.alias(f"s{k}"))
+        start = pl.col("_len").cum_sum() - pl.col("_len")
+        self.stages = (
+            [items[k].value.alias(f"v{k}") for k in varints],
+            sizes,
+            [(start + pl.sum_horizontal([*names[:k], pl.lit(0)])).alias(f"o{k}") for k in varints],
+        )
+        wheres: list[pl.Expr] = []
+        wants: list[pl.Expr] = []
+        for k in varints:
+            size, z = pl.col(f"s{k}"), pl.col(f"v{k}")
+            for m in range(items[k].longest):  # byte m of varint k: where it is, what it is
+                wheres.append(pl.when(size > m).then(pl.col(f"o{k}") + m))
+                wants.append(z // (128**m) % 128 + (size > m + 1).cast(pl.UInt64) * 128)
+        fits = pl.all_horizontal(pl.col(names).is_not_null()) & (
+            pl.sum_horizontal(names) == pl.col("_len")
+        )
+        wheres, wants = wheres or [pl.lit(None, pl.Int64)], wants or [pl.lit(0, pl.UInt64)]
+        self.check = [
+            fits.all().alias("fits"),
+            pl.concat(wheres).alias("at"),
+            pl.concat(wants).alias("want"),
+        ]
+
+    def __call__(self, frame: pl.DataFrame, lengths: pl.Series, data: bytes) -> bool:
+        values, sizes, offsets = self.stages
+        work = frame.with_columns(values).with_columns(sizes, _len=lengths).with_columns(offsets)
+        check = work.select(self.check)
+        if not check["fits"][0]:
+            return False
+        check = check.drop_nulls("at")
+        body = pl.from_arrow(
+            pa.Array.from_buffers(pa.uint8(), len(data), [None, pa.py_buffer(data)])
+        )
+        assert isinstance(body, pl.Series)
+        return bool(
+            (body.gather(check["at"]).cast(pl.UInt64) == check["want"]).fill_null(False).all()
+        )
+
+
+def _zigzag(x: pl.Expr) -> pl.Expr:
+    """Avro's zigzag mapping of Int64 values, as UInt64."""
+    return pl.when(x >= 0).then(x).otherwise(-(x + 1)).cast(pl.UInt64) * 2 + (x < 0).cast(pl.UInt64)
+
+
+def _varint_len(z: pl.Expr) -> pl.Expr:
+    """Bytes in the varint of UInt64 `z`: one per started 7 bits, at least one."""
+    return (70 - (z | 1).bitwise_leading_zeros().cast(pl.Int64)) // 7
