@@ -91,7 +91,10 @@ class ConsumerRuntime:
         self.clock = clock
         self.stats = ConsumerStats()
         self._stop = threading.Event()
-        reader = registry.version(definition.subject, definition.contract_version)
+        reader = self._retrying(
+            "fetch the contract",
+            partial(registry.version, definition.subject, definition.contract_version),
+        )
         self.contract_version = int(reader["version"])
         contract = parse_contract(reader["schema"])
         if definition.max_future_skew is not None:
