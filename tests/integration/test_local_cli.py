@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -32,8 +33,17 @@ def _records(home: Path) -> list[ProcessRecord]:
     return [ProcessRecord.from_json(e["process"]) for e in state.values() if e.get("process")]
 
 
-def test_up_twice_status_down_and_up_again_keeps_data(tmp_path: Path) -> None:
-    home = tmp_path / "stack"
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    """A stack home of the test's own; whatever the test leaves running is stopped."""
+    path = tmp_path / "stack"
+    yield path
+    _cli(path, "down")
+    if (path / "state.json").exists():
+        assert not any(is_running(r) for r in _records(path))
+
+
+def test_up_twice_status_down_and_up_again_keeps_data(home: Path) -> None:
     first = _cli(home, "up", "--json")
     assert first.returncode == 0, first.stderr
     endpoints = json.loads(first.stdout)
@@ -45,67 +55,62 @@ def test_up_twice_status_down_and_up_again_keeps_data(tmp_path: Path) -> None:
     assert len(started) == 3
     assert all(is_running(r) for r in started)
 
-    try:
-        # Up again: same endpoints, no new processes.
-        again = _cli(home, "up", "--json")
-        assert again.returncode == 0, again.stderr
-        assert json.loads(again.stdout) == endpoints
-        assert "already running" in again.stderr
-        assert _records(home) == started
+    # Up again: same endpoints, no new processes.
+    again = _cli(home, "up", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == endpoints
+    assert "already running" in again.stderr
+    assert _records(home) == started
 
-        status = _cli(home, "status", "--json")
-        assert json.loads(status.stdout) == endpoints
+    status = _cli(home, "status", "--json")
+    assert json.loads(status.stdout) == endpoints
 
-        # The local registry answers, and keeps what it was given across down/up.
-        registered = httpx.post(
-            f"{endpoints['registry']}/subjects/kept-value/versions",
-            json={"schema": '{"type": "string"}'},
-        )
-        assert registered.status_code == 200, registered.text
-        # A record written before `down` must be there after the next `up`.
-        producer = Producer({"bootstrap.servers": endpoints["kafka"]})
-        producer.produce("kept", key=b"k", value=b"survives down/up")
-        assert producer.flush(30) == 0
-        del producer
+    # The local registry answers, and keeps what it was given across down/up.
+    registered = httpx.post(
+        f"{endpoints['registry']}/subjects/kept-value/versions",
+        json={"schema": '{"type": "string"}'},
+    )
+    assert registered.status_code == 200, registered.text
+    # A record written before `down` must be there after the next `up`.
+    producer = Producer({"bootstrap.servers": endpoints["kafka"]})
+    producer.produce("kept", key=b"k", value=b"survives down/up")
+    assert producer.flush(30) == 0
+    del producer
 
-        down = _cli(home, "down")
-        assert down.returncode == 0, down.stderr
-        assert "stopped: kafka, redis, registry" in down.stderr
-        assert not any(is_running(r) for r in started)
-        assert json.loads(_cli(home, "status", "--json").stdout) == {}
-        assert "nothing was running" in _cli(home, "down").stderr
+    down = _cli(home, "down")
+    assert down.returncode == 0, down.stderr
+    assert "stopped: kafka, redis, registry" in down.stderr
+    assert not any(is_running(r) for r in started)
+    assert json.loads(_cli(home, "status", "--json").stdout) == {}
+    assert "nothing was running" in _cli(home, "down").stderr
 
-        back = _cli(home, "up", "--json")
-        assert back.returncode == 0, back.stderr
-        assert json.loads(back.stdout) == endpoints  # ports reused while free
-        consumer = Consumer(
-            {
-                "bootstrap.servers": endpoints["kafka"],
-                "group.id": "kept-reader",
-                "auto.offset.reset": "earliest",
-            }
-        )
-        consumer.subscribe(["kept"])
-        msgs = consumer.consume(num_messages=1, timeout=20)
-        consumer.close()
-        assert [m.value() for m in msgs] == [b"survives down/up"]
-        kept = httpx.get(f"{endpoints['registry']}/subjects/kept-value/versions/latest")
-        assert kept.json()["id"] == registered.json()["id"]
-    finally:
-        _cli(home, "down")
+    back = _cli(home, "up", "--json")
+    assert back.returncode == 0, back.stderr
+    assert json.loads(back.stdout) == endpoints  # ports reused while free
+    consumer = Consumer(
+        {
+            "bootstrap.servers": endpoints["kafka"],
+            "group.id": "kept-reader",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe(["kept"])
+    msgs = consumer.consume(num_messages=1, timeout=20)
+    consumer.close()
+    assert [m.value() for m in msgs] == [b"survives down/up"]
+    kept = httpx.get(f"{endpoints['registry']}/subjects/kept-value/versions/latest")
+    assert kept.json()["id"] == registered.json()["id"]
+    assert "stopped" in _cli(home, "down").stderr
     assert not any(is_running(r) for r in _records(home))
 
 
-def test_up_refuses_to_move_a_running_service(tmp_path: Path) -> None:
-    home = tmp_path / "stack"
+def test_up_refuses_to_move_a_running_service(home: Path) -> None:
     up = _cli(home, "up", "--json")
     assert up.returncode == 0, up.stderr
-    try:
-        redis_port = int(json.loads(up.stdout)["redis"].rsplit(":", 1)[1].split("/")[0])
-        moved = _cli(home, "up", "--redis-port", str(redis_port + 1))
-        assert moved.returncode == 1
-        assert "already runs on port" in moved.stderr
-        assert "local down" in moved.stderr
-        assert "Traceback" not in moved.stderr
-    finally:
-        _cli(home, "down")
+    redis_port = int(json.loads(up.stdout)["redis"].rsplit(":", 1)[1].split("/")[0])
+    moved = _cli(home, "up", "--redis-port", str(redis_port + 1))
+    assert moved.returncode == 1
+    assert "already runs on port" in moved.stderr
+    assert "local down" in moved.stderr
+    assert "Traceback" not in moved.stderr
+    assert "stopped" in _cli(home, "down").stderr
