@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import re
 import subprocess
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 
 from featurestore.errors import ConfigError, LocalServiceError
-from featurestore.local.process import ProcessRecord, is_running, log_tail, spawn
+from featurestore.local.process import ProcessRecord, log_tail, spawn, wait_until_ready
 from featurestore.local.tools import require, require_java
 
 # Kafka's POM leaves logging out; these are the log4j2 versions each line ships with.
@@ -259,23 +258,11 @@ class KafkaServer:
 
 def wait_for_kafka(bootstrap: str, record: ProcessRecord | None, timeout: float = 90.0) -> float:
     """Block until the broker answers a metadata request; returns seconds waited."""
-    started = time.monotonic()
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-    while True:
-        if record is not None and not is_running(record):
-            raise LocalServiceError(
-                f"Kafka exited while starting; last lines of {record.log}:\n{log_tail(record.log)}"
-            )
-        try:
-            metadata = admin.list_topics(timeout=1.0)
-        except Exception:  # KafkaException while the listener is not up yet
-            metadata = None
-        if metadata is not None and metadata.brokers:
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            where = f"; its log is {record.log}" if record else ""
-            raise LocalServiceError(
-                f"Kafka at {bootstrap} did not answer a metadata request within "
-                f"{timeout:.0f}s{where}."
-            )
-        time.sleep(0.1)
+    return wait_until_ready(
+        f"Kafka at {bootstrap}",
+        lambda: bool(admin.list_topics(timeout=1.0).brokers),
+        record,
+        timeout,
+        "did not answer a metadata request",
+    )

@@ -13,9 +13,12 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from featurestore.errors import LocalServiceError
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,33 @@ def stop(record: ProcessRecord, timeout: float = 20.0) -> bool:
     while is_running(record):
         time.sleep(0.05)
     return True
+
+
+def wait_until_ready(
+    name: str,
+    answers: Callable[[], bool],
+    record: ProcessRecord | None,
+    timeout: float,
+    expectation: str,
+) -> float:
+    """Poll ``answers()`` until it is true; seconds waited. Fails at once with the log's
+    tail when the process exits, or after ``timeout`` saying what was expected.
+    ``answers`` returns False (or raises) while the service is not up yet."""
+    started = time.monotonic()
+    while True:
+        if record is not None and not is_running(record):
+            raise LocalServiceError(
+                f"{name} exited while starting; last lines of {record.log}:\n{log_tail(record.log)}"
+            )
+        try:
+            if answers():
+                return time.monotonic() - started
+        except Exception:  # not listening yet: connection refused, timeouts
+            pass
+        if time.monotonic() - started > timeout:
+            where = f"; its log is {record.log}" if record else ""
+            raise LocalServiceError(f"{name} {expectation} within {timeout:.0f}s{where}.")
+        time.sleep(0.05)
 
 
 def log_tail(path: str | Path, lines: int = 25) -> str:

@@ -7,14 +7,12 @@ restart. Ready means it answered PING.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
-from featurestore.errors import LocalServiceError
-from featurestore.local.process import ProcessRecord, is_running, log_tail, spawn
+from featurestore.local.process import ProcessRecord, spawn, wait_until_ready
 from featurestore.local.tools import require
 
 
@@ -65,24 +63,10 @@ class RedisServer:
 
 def wait_for_redis(url: str, record: ProcessRecord | None, timeout: float = 30.0) -> float:
     """Block until Redis answers PING; returns seconds waited."""
-    started = time.monotonic()
     client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
     try:
-        while True:
-            if record is not None and not is_running(record):
-                raise LocalServiceError(
-                    f"redis-server exited while starting; last lines of {record.log}:\n"
-                    f"{log_tail(record.log)}"
-                )
-            try:
-                if client.ping():
-                    return time.monotonic() - started
-            except redis.RedisError:
-                pass
-            if time.monotonic() - started > timeout:
-                raise LocalServiceError(
-                    f"Redis at {url} did not answer PING within {timeout:.0f}s."
-                )
-            time.sleep(0.05)
+        return wait_until_ready(
+            f"Redis at {url}", lambda: bool(client.ping()), record, timeout, "did not answer PING"
+        )
     finally:
         client.close()

@@ -6,13 +6,11 @@ only after reading its whole schema topic.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
-from featurestore.errors import LocalServiceError
-from featurestore.local.process import ProcessRecord, is_running, log_tail, spawn
+from featurestore.local.process import ProcessRecord, spawn, wait_until_ready
 
 
 def start_registry(home: Path, port: int, kafka: str) -> ProcessRecord:
@@ -24,18 +22,10 @@ def start_registry(home: Path, port: int, kafka: str) -> ProcessRecord:
 
 def wait_for_registry(url: str, record: ProcessRecord | None, timeout: float = 60.0) -> float:
     """Block until the registry answers ``GET /subjects``; returns seconds waited."""
-    started = time.monotonic()
-    while True:
-        if record is not None and not is_running(record):
-            raise LocalServiceError(
-                f"the registry exited while starting; last lines of {record.log}:\n"
-                f"{log_tail(record.log)}"
-            )
-        try:
-            if httpx.get(f"{url}/subjects", timeout=1.0).status_code == 200:
-                return time.monotonic() - started
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() - started > timeout:
-            raise LocalServiceError(f"the registry at {url} did not answer within {timeout:.0f}s.")
-        time.sleep(0.1)
+    return wait_until_ready(
+        f"the registry at {url}",
+        lambda: httpx.get(f"{url}/subjects", timeout=1.0).status_code == 200,
+        record,
+        timeout,
+        "did not answer GET /subjects",
+    )
