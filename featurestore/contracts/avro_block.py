@@ -11,8 +11,11 @@ writer schema). Invariants:
   the ones the caller reads raw (timestamps, date, uuid: proven on their physical values);
 - a frame read from a block is trusted only when `_Proof` shows that every record
   consumed exactly its own body's bytes and that every union branch, enum index, int,
-  long and boolean equals the body's bytes; otherwise `BlockReader.read` returns None
-  and the caller decodes the bodies record by record. It never raises on bad bodies.
+  long and boolean equals the body's bytes; otherwise `BlockReader.read` returns no
+  frame, only a hint (the first record the proof rejects, or None when read_avro fails)
+  of where the caller may split the bodies to read again. Nothing but a frame of a
+  block proven whole is trusted: hints and `BlockReader.readable` only steer splitting.
+  It never raises on bad bodies.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import pyarrow as pa
 from polars.exceptions import PanicException
 
 _SYNC: Final = b"featurestore.blk"  # any 16 bytes: the container's sync marker
+_PROBE: Final = 256  # bodies per read_avro probe in `BlockReader.breakers`
 
 
 class BlockLayout:
@@ -70,19 +74,51 @@ class BlockReader:
     def __init__(self, header: bytes, columns: pl.Schema, proof: _Proof) -> None:
         self._header, self._columns, self._proof = header, columns, proof
 
-    def read(self, bodies: Sequence[bytes]) -> pl.DataFrame | None:
-        """One row per body, in order, in the layout's columns; None when read_avro fails
-        or the proof does not hold (the caller then decodes the bodies one by one)."""
+    def read(self, bodies: Sequence[bytes]) -> pl.DataFrame | int | None:
+        """One row per body, in order, in the layout's columns, when the proof holds for
+        the whole block. Otherwise no frame: the index of the first record the proof
+        rejects when read_avro read the block, or None when it failed. The index is only
+        a hint (a record before it may have consumed bytes of the next body and still
+        fit its own length): the caller must not trust the records before it."""
         data = b"".join(bodies)
-        block = b"".join((self._header, _varint(len(bodies)), _varint(len(data)), data, _SYNC))
         lengths = pl.Series([len(b) for b in bodies], dtype=pl.Int64)
         try:
-            frame = pl.read_avro(BytesIO(block))
-            if frame.columns == self._columns.names() and self._proof(frame, lengths, data):
-                return frame.cast(self._columns)
+            frame = pl.read_avro(BytesIO(self._block(bodies, data)))
+            if frame.columns != self._columns.names() or frame.height != len(bodies):
+                return None
+            first_bad = self._proof(frame, lengths, data)
+            return frame.cast(self._columns) if first_bad is None else first_bad
         except (Exception, PanicException):  # read_avro panics on some malformed blocks
-            pass
-        return None
+            return None
+
+    def readable(self, bodies: Sequence[bytes]) -> bool:
+        """Whether read_avro reads `bodies` as a block without failing (no proof: a hint
+        for finding bodies that break a block, never a reason to trust one)."""
+        try:
+            return pl.read_avro(BytesIO(self._block(bodies, b"".join(bodies)))).height == len(
+                bodies
+            )
+        except (Exception, PanicException):
+            return False
+
+    def breakers(self, bodies: Sequence[bytes], leaf: int = 1) -> list[int]:
+        """The indexes of the bodies in the runs of at most `leaf` bodies that read_avro
+        fails on, found by probing chunks of `_PROBE` bodies and halving the ones that
+        fail (`readable`: no proof, so a hint only)."""
+        found: list[int] = []
+        todo = [range(i, min(i + _PROBE, len(bodies))) for i in range(0, len(bodies), _PROBE)]
+        while todo:
+            part = todo.pop()
+            if self.readable([bodies[i] for i in part]):
+                continue
+            if len(part) <= leaf:
+                found += part
+            else:
+                todo += [part[len(part) // 2 :], part[: len(part) // 2]]
+        return found
+
+    def _block(self, bodies: Sequence[bytes], data: bytes) -> bytes:
+        return b"".join((self._header, _varint(len(bodies)), _varint(len(data)), data, _SYNC))
 
 
 @dataclass(frozen=True)
@@ -185,25 +221,33 @@ class _Proof:
         )
         wheres, wants = wheres or [pl.lit(None, pl.Int64)], wants or [pl.lit(0, pl.UInt64)]
         self.check = [
-            fits.all().alias("fits"),
+            pl.int_range(pl.len()).filter(~fits).first().alias("unfit"),
             pl.concat(wheres).alias("at"),
             pl.concat(wants).alias("want"),
         ]
 
-    def __call__(self, frame: pl.DataFrame, lengths: pl.Series, data: bytes) -> bool:
+    def __call__(self, frame: pl.DataFrame, lengths: pl.Series, data: bytes) -> int | None:
+        """None when the proof holds for every record; otherwise the index of the first
+        record that fails its own part of it (a hint for splitting, see `BlockReader`)."""
         values, sizes, offsets = self.stages
         work = frame.with_columns(values).with_columns(sizes, _len=lengths).with_columns(offsets)
         check = work.select(self.check)
-        if not check["fits"][0]:
-            return False
-        check = check.drop_nulls("at")
+        unfit = check["unfit"].drop_nulls()
+        first = int(unfit[0]) if len(unfit) else None
+        # the bytes of the records before the first unfit one (theirs lie in their bodies)
+        end = len(data) if first is None else int(lengths.head(first).sum())
+        check = check.drop_nulls("at").filter(pl.col("at") < end)
         body = pl.from_arrow(
             pa.Array.from_buffers(pa.uint8(), len(data), [None, pa.py_buffer(data)])
         )
         assert isinstance(body, pl.Series)
-        return bool(
-            (body.gather(check["at"]).cast(pl.UInt64) == check["want"]).fill_null(False).all()
-        )
+        good = (body.gather(check["at"]).cast(pl.UInt64) == check["want"]).fill_null(False)
+        if not good.all():  # the record whose bytes hold the first wrong byte
+            at = check["at"].filter(~good).min()
+            assert isinstance(at, int)
+            row = int(lengths.cum_sum().search_sorted(at, side="right"))
+            first = row if first is None else min(first, row)
+        return first
 
 
 def _zigzag(x: pl.Expr) -> pl.Expr:

@@ -19,9 +19,10 @@ resolution to the contract's reader schema, the Avro -> Polars type mapping
 - the batch path (`avro_block`: a group's bodies as ONE block of an in-memory Avro
   container, read by ``polars.read_avro``) runs only for a writer identical to the reader
   and a flat record, and is trusted only once its proof shows that each record consumed
-  exactly its body and each varint and boolean holds the decoded value; otherwise the
-  group is decoded record by record. Both paths give the same rows and rejections for
-  any input;
+  exactly its body and each varint and boolean holds the decoded value, for the whole
+  block; a block that fails is split and its parts read again (`_read_blocks`), and the
+  bodies no proven block holds are decoded record by record. Both paths give the same
+  rows and rejections for any input;
 - rejection messages never quote decoded values (fields may be PII); enum symbols, which
   the schemas define, may appear.
 """
@@ -66,6 +67,7 @@ _LOGICAL: Final[Mapping[tuple[str, str], pl.DataType]] = {
     ("long", "time-micros"): pl.Time(),
 }  # fmt: skip
 _READ_RAW: Final = frozenset({*_TIMESTAMPS, "date", "uuid"})
+_MIN_CHUNK: Final = 64  # bodies: a shorter run after a failed block goes per record
 _OBJECT_REPR: Final = re.compile(r"( from)? <[^<>]* at 0x[0-9a-f]+>")
 
 
@@ -172,12 +174,14 @@ class BatchDecoder:
                 rejections += [Rejection(row, *writer.refusal) for row in rows]
                 continue
             block = writer.block if len(rows) >= self._fast_min else None
-            frame = None if block is None else block.read(bodies)
-            if frame is None:
-                frames.append(self._decode_each(writer, rows, bodies, rejections))
-            else:
-                frames.append(_numbered(frame, rows))
-                fast_rows += len(rows)
+            proven, rest = self._read_blocks(block, bodies)
+            for frame, picked in proven:
+                frames.append(_numbered(frame, [rows[i] for i in picked]))
+                fast_rows += len(picked)
+            if rest:
+                rest.sort()
+                each = [rows[i] for i in rest], [bodies[i] for i in rest]
+                frames.append(self._decode_each(writer, *each, rejections))
         frame = pl.concat(frames) if frames else self._build([], [])
         rejections.sort(key=lambda r: r.row)
         return DecodedBatch(frame.sort(ROW) if len(frames) > 1 else frame, rejections, fast_rows)
@@ -205,6 +209,53 @@ class BatchDecoder:
             writer = _Writer(ref, schema, None if same else self._reader, block)
         self._writers[ref] = writer
         return writer
+
+    def _read_blocks(
+        self, block: BlockReader | None, bodies: list[bytes]
+    ) -> tuple[list[tuple[pl.DataFrame, list[int]]], list[int]]:
+        """The batch path over one group: the proven frames, each with the indexes (in
+        `bodies`) of its records, and the indexes left to the per-record path.
+
+        Only a frame `BlockReader.read` proved for its whole block is kept; everything
+        else steers which bodies the next block holds. A block the proof rejects at
+        record k is read again without it: the records before k, then the ones after in
+        blocks of at least twice as many, doubling while they prove. A block read_avro
+        fails on is read again without the runs of up to `leaf` bodies it fails on alone
+        (`BlockReader.breakers`), or halved when there are none. Runs shorter than
+        `_MIN_CHUNK` (or fast_path_min_records) go to the per-record path. Every step
+        leaves bodies to the per-record path or reads fewer bodies: it ends."""
+        if block is None:
+            return [], list(range(len(bodies)))
+        floor, size = min(self._fast_min, _MIN_CHUNK), len(bodies)
+        leaf = max(1, floor // 4)  # a run that short, read_avro failing on it, goes per record
+        proven: list[tuple[pl.DataFrame, list[int]]] = []
+        rest: list[int] = []
+        todo = [list(range(len(bodies)))]  # a stack: the next run to read is last
+        while todo:
+            run = todo.pop()
+            if len(run) > size:
+                run, later = run[:size], run[size:]
+                todo.append(later)
+            if len(run) < floor:
+                rest += run
+                continue
+            got = block.read([bodies[i] for i in run])
+            if isinstance(got, pl.DataFrame):
+                proven.append((got, run))
+                size *= 2
+            elif got is not None:  # the proof rejects run[got]: read the others again
+                rest.append(run[got])
+                todo += [part for part in (run[got + 1 :], run[:got]) if part]
+                size = max(16 * floor, 2 * got)  # a proof costs ~300 per-record decodes
+            elif breakers := {run[k] for k in block.breakers([bodies[i] for i in run], leaf)}:
+                rest += breakers
+                kept = [i for i in run if i not in breakers]
+                todo += [kept] if kept else []
+            elif len(run) == 1:
+                rest += run
+            else:
+                todo += [run[len(run) // 2 :], run[: len(run) // 2]]
+        return proven, rest
 
     def _decode_each(
         self, writer: _Writer, rows: list[int], bodies: list[bytes], out: list[Rejection]
