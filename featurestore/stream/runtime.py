@@ -50,7 +50,7 @@ from featurestore.monitor.metrics import (
 from featurestore.offline import EventWriter
 from featurestore.stream.checkpoint import Checkpointer, Fenced, TransientCommitError
 from featurestore.stream.definition import ConsumerDefinition
-from featurestore.stream.dlq import DeadLetter, SourceRecord, dead_letter
+from featurestore.stream.dlq import DeadLetter, Headers, SourceRecord, dead_letter
 from featurestore.stream.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -173,18 +173,21 @@ class ConsumerRuntime:
     def process(self, records: list[Message]) -> None:
         """Decode, validate, write, dead-letter and commit one batch."""
         started = time.monotonic()
+        batch = _Batch.of(records)
         try:
-            valid, rejections = self._retrying("decode", lambda: self._validate(records))
+            valid, rejections = self._retrying(
+                "decode", partial(self._validate, batch.values, batch.headers)
+            )
         except (Interrupted, *RETRYABLE):
             raise
         except Exception:
             log.exception("batch of %d failed as a whole; isolating records", len(records))
-            valid, rejections = self._validate_one_by_one(records)
+            valid, rejections = self._validate_one_by_one(batch)
         rows = valid.get_column("_row")
         valid = valid.drop("_row").with_columns(
-            pl.Series("_topic", [m.topic() for m in records], pl.String).gather(rows),
-            pl.Series("_partition", [m.partition() for m in records], pl.Int32).gather(rows),
-            pl.Series("_offset", [m.offset() for m in records], pl.Int64).gather(rows),
+            pl.Series("_topic", batch.topics, pl.String).gather(rows),
+            pl.Series("_partition", batch.partitions, pl.Int32).gather(rows),
+            pl.Series("_offset", batch.offsets, pl.Int64).gather(rows),
         )
         if self.sink is not None:
             sink = self.sink
@@ -194,7 +197,7 @@ class ConsumerRuntime:
         consumer = self.consumer
         try:
             self._retrying(
-                "commit", lambda: self.checkpointer.commit(consumer, letters, _offsets(records))
+                "commit", lambda: self.checkpointer.commit(consumer, letters, batch.next_offsets)
             )
         except Fenced as exc:
             log.warning("lost the transactional role (%s); rewinding to committed offsets", exc)
@@ -203,27 +206,29 @@ class ConsumerRuntime:
         self._count(len(records), valid.height, rejections)
         BATCH_SECONDS.labels(self.definition.name).observe(time.monotonic() - started)
 
-    def _validate(self, records: list[Message]) -> tuple[pl.DataFrame, list[Rejection]]:
-        decoded = self.decoder.decode(
-            [m.value() for m in records], [m.headers() or [] for m in records]
-        )
+    def _validate(
+        self, values: list[bytes | None], headers: list[Headers]
+    ) -> tuple[pl.DataFrame, list[Rejection]]:
+        decoded = self.decoder.decode(values, headers)
         now = datetime.fromtimestamp(self.clock(), tz=UTC)
         valid, broken = split(decoded.frame, self.checks, now, self.retention_ms)
         return valid, sorted([*decoded.rejections, *broken], key=lambda r: r.row)
 
-    def _validate_one_by_one(self, records: list[Message]) -> tuple[pl.DataFrame, list[Rejection]]:
+    def _validate_one_by_one(self, batch: _Batch) -> tuple[pl.DataFrame, list[Rejection]]:
         frames: list[pl.DataFrame] = []
         rejections: list[Rejection] = []
-        for row, record in enumerate(records):
+        for row, (value, headers) in enumerate(zip(batch.values, batch.headers, strict=True)):
             try:
-                valid, broken = self._retrying("decode", partial(self._validate, [record]))
+                valid, broken = self._retrying(
+                    "decode", partial(self._validate, [value], [headers])
+                )
             except (Interrupted, *RETRYABLE):
                 raise
             except Exception as exc:
                 # The type only: an exception's text may quote a PII value.
                 message = f"could not be processed ({type(exc).__name__}); see consumer logs"
-                log.exception("record %s[%d]@%d", record.topic(), record.partition(),
-                              record.offset())  # fmt: skip
+                log.exception("record %s[%d]@%d", batch.topics[row], batch.partitions[row],
+                              batch.offsets[row])  # fmt: skip
                 rejections.append(Rejection(row, Reason.DECODE_ERROR, message))
                 continue
             frames.append(valid.with_columns(pl.lit(row, pl.Int64).alias("_row")))
@@ -290,12 +295,31 @@ def _skippable(message: Message) -> bool:
     return True
 
 
-def _offsets(records: list[Message]) -> list[TopicPartition]:
-    last: dict[tuple[str, int], int] = {}
-    for m in records:
-        key = (m.topic(), m.partition())
-        last[key] = max(last.get(key, -1), m.offset())
-    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+@dataclass(frozen=True)
+class _Batch:
+    """A batch's records as columns, read from the messages in one pass."""
+
+    values: list[bytes | None]
+    headers: list[Headers]
+    topics: list[str]
+    partitions: list[int]
+    offsets: list[int]
+    next_offsets: list[TopicPartition]  # what to commit: last offset + 1 per partition
+
+    @classmethod
+    def of(cls, records: list[Message]) -> _Batch:
+        values, headers, topics, partitions, offsets = [], [], [], [], []
+        last: dict[tuple[str, int], int] = {}
+        for m in records:
+            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            values.append(m.value())
+            headers.append(m.headers() or [])
+            topics.append(topic)
+            partitions.append(partition)
+            offsets.append(offset)
+            last[(topic, partition)] = offset  # a partition's offsets ascend in a batch
+        ends = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+        return cls(values, headers, topics, partitions, offsets, ends)
 
 
 def _schema_id(value: bytes | None) -> int | None:
