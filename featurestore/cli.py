@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from featurestore.contracts import parse_contract
 from featurestore.contracts.registry import RegistryAuth, RegistryState, SchemaLog, create_app
@@ -122,7 +122,12 @@ def local_status(
     if as_json:
         _print_endpoints({n: s.endpoint for n, s in status.items() if s.endpoint}, True)
         return
-    table = Table("service", "state", "endpoint", "pid", "rss MB", "ready in s", "log")
+    table = Table(
+        *(
+            Column(name, overflow="fold")
+            for name in ("service", "state", "endpoint", "pid", "rss MB", "ready in s", "log")
+        )
+    )
     for s in status.values():
         table.add_row(
             s.name,
