@@ -179,7 +179,7 @@ def registry_serve(
 def _registry_client(settings: Settings | None = None) -> RegistryClient:
     settings = settings or Settings()
     if settings.registry_url is None:
-        settings = with_local_defaults(settings)
+        settings = with_local_defaults(settings, needs=["registry"])
     if settings.registry_url is None:
         raise ConfigError(
             "no schema registry: set FEATURESTORE_REGISTRY_URL, or run `featurestore local up`."
@@ -261,7 +261,8 @@ def schemas_show(
     sys.stdout.write(json.dumps(json.loads(found["schema"]), indent=2) + "\n")
 
 
-def _kafka_config(settings: Settings) -> dict[str, str]:
+def _kafka_config(settings: Settings | None = None) -> dict[str, str]:
+    settings = settings or with_local_defaults(Settings(), needs=["kafka"])
     if settings.kafka_bootstrap is None:
         raise ConfigError(
             "no Kafka: set FEATURESTORE_KAFKA_BOOTSTRAP, or run `featurestore local up`."
@@ -287,7 +288,8 @@ def run(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     consumer = load_definition(definition)
-    settings = with_local_defaults(Settings())
+    # Redis joins this list when the consumer writes online features.
+    settings = with_local_defaults(Settings(), needs=["kafka", "registry"])
     runtime = ConsumerRuntime(
         consumer,
         _kafka_config(settings),
@@ -313,7 +315,7 @@ def dlq_show(
     """Show dead letters (source, reason, field, message) and counts by reason."""
     from featurestore.stream.dlq_tools import show
 
-    letters, counts = show(_kafka_config(with_local_defaults(Settings())), topic, reason, limit)
+    letters, counts = show(_kafka_config(), topic, reason, limit)
     table = Table("dlq offset", "source", "reason", "field", "message", "replays")
     for letter in letters:
         table.add_row(
@@ -336,7 +338,7 @@ def dlq_replay(
     """Re-publish dead letters to their source topics, after a contract fix."""
     from featurestore.stream.dlq_tools import replay
 
-    report = replay(_kafka_config(with_local_defaults(Settings())), topic, reason, max_replays)
+    report = replay(_kafka_config(), topic, reason, max_replays)
     done = ", ".join(f"{n:,} to {t}" for t, n in report.replayed.items()) or "nothing"
     console.print(f"replayed {done}; {report.exhausted:,} exhausted (replayed {max_replays}x)")
 

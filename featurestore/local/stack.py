@@ -257,18 +257,26 @@ def _when_ready(record: ProcessRecord, port: int, wait: Callable[[], float]) -> 
     }
 
 
-def with_local_defaults(settings: Settings, start: bool = True) -> Settings:
-    """``settings`` with every unset endpoint filled from the local stack.
+def with_local_defaults(
+    settings: Settings, needs: Iterable[str] = SERVICES, start: bool = True
+) -> Settings:
+    """``settings`` with the unset endpoints among ``needs`` filled from the local stack.
 
-    With ``start`` the missing services are started; without it, only running ones
-    are used and an endpoint nobody runs stays ``None``.
+    With ``start`` those services are started; without it, only running ones are used
+    and an endpoint nobody runs stays ``None``. A service the caller does not need is
+    never started.
     """
+    wanted = set(needs)
     given = {
         "kafka_bootstrap": ("kafka", settings.kafka_bootstrap),
         "redis_url": ("redis", settings.redis_url),
         "registry_url": ("registry", settings.registry_url),
     }
-    missing = {field: service for field, (service, value) in given.items() if value is None}
+    missing = {
+        field: service
+        for field, (service, value) in given.items()
+        if value is None and service in wanted
+    }
     update: dict[str, Any] = {}
     if missing:
         stack = LocalStack.from_settings(settings)

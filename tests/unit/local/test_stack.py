@@ -77,6 +77,13 @@ def test_unset_endpoints_stay_unset_when_nothing_runs(tmp_path: Path) -> None:
     assert filled.offline_path == str(tmp_path / "local" / "offline")
 
 
+def test_only_needed_services_are_looked_for(tmp_path: Path) -> None:
+    settings = Settings(cache_dir=tmp_path, kafka_bootstrap="k:9092", redis_url=None)
+    filled = with_local_defaults(settings, needs=["kafka"])
+    assert filled.redis_url is None  # not needed: not started, not filled
+    assert not (tmp_path / "local" / "state.json").exists()
+
+
 def test_up_names_a_missing_redis_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     stack = LocalStack(tmp_path / "home", tmp_path / "cache")
