@@ -57,6 +57,14 @@ def view(message: Message) -> DeadLetterView:
     )
 
 
+def _reader(kafka: dict[str, Any], group: str) -> Consumer:
+    """A consumer that reads committed records only and never commits by itself."""
+    return Consumer(
+        {**kafka, "group.id": group, "enable.auto.commit": False,
+         "isolation.level": "read_committed"}
+    )  # fmt: skip
+
+
 def _read_to_end(consumer: Consumer, topic: str, timeout: float) -> Iterator[Message]:
     """Every record of ``topic`` from the group's committed offsets (or the start) to the
     current end. Partitions are assigned directly: no group rebalance to wait for."""
@@ -92,10 +100,7 @@ def show(
     timeout: float = 10.0,
 ) -> tuple[list[DeadLetterView], Counter[str]]:  # fmt: skip
     """Dead letters (optionally of one reason, at most ``limit``) and counts by reason."""
-    consumer = Consumer(
-        {**kafka, "group.id": f"fs-dlq-show-{uuid.uuid4().hex}", "enable.auto.commit": False,
-         "auto.offset.reset": "earliest", "isolation.level": "read_committed"}
-    )  # fmt: skip
+    consumer = _reader(kafka, f"fs-dlq-show-{uuid.uuid4().hex}")
     shown: list[DeadLetterView] = []
     counts: Counter[str] = Counter()
     try:
@@ -124,10 +129,7 @@ def replay(
 ) -> ReplayReport:  # fmt: skip
     """Re-publish dead letters of ``topic`` to their source topics (see module doc)."""
     group = f"fs-dlq-replay-{topic}-{reason or 'all'}"
-    consumer = Consumer(
-        {**kafka, "group.id": group, "enable.auto.commit": False,
-         "auto.offset.reset": "earliest", "isolation.level": "read_committed"}
-    )  # fmt: skip
+    consumer = _reader(kafka, group)
     checkpointer = Checkpointer(kafka, group)
     report = ReplayReport()
     batch: list[DeadLetter] = []

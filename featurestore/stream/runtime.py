@@ -178,7 +178,7 @@ class ConsumerRuntime:
             valid, rejections = self._retrying(
                 "decode", partial(self._validate, batch.values, batch.headers)
             )
-        except (Interrupted, *RETRYABLE):
+        except Interrupted:  # _retrying lets no other dependency failure out
             raise
         except Exception:
             log.exception("batch of %d failed as a whole; isolating records", len(records))
@@ -222,7 +222,7 @@ class ConsumerRuntime:
                 valid, broken = self._retrying(
                     "decode", partial(self._validate, [value], [headers])
                 )
-            except (Interrupted, *RETRYABLE):
+            except Interrupted:
                 raise
             except Exception as exc:
                 # The type only: an exception's text may quote a PII value.
