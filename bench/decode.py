@@ -24,17 +24,15 @@ import argparse
 import io
 import json
 import os
-import platform
 import random
-import sys
 import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import fastavro
 import polars as pl
+from machine import describe  # bench/machine.py: this folder is on sys.path
 
 from featurestore.contracts.codec import BatchDecoder, SchemaRef, polars_schema
 
@@ -180,28 +178,6 @@ def strategies(n: int, batch: int) -> dict[str, tuple[Callable[[], int], str]]:
     return found
 
 
-def machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    versions: dict[str, str | None] = {}
-    for package in ("polars", "pyarrow", "fastavro", "polars-avro", "confluent-kafka"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "versions": versions,
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -212,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results ({RESULTS})")
     args = parser.parse_args(argv)
     os.environ["RUST_BACKTRACE"] = "0"  # a read_avro panic (a fallback batch) prints one line
-    info = machine()
+    info = describe(("polars", "pyarrow", "fastavro", "polars-avro", "confluent-kafka"))
     print(f"{info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['versions']}")
     print(f"{args.records} records, codec batches of {args.batch_size}, best of {args.repeat}")
     results, baseline = [], None

@@ -23,10 +23,8 @@ import io
 import json
 import logging
 import os
-import platform
 import random
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -36,7 +34,6 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +42,7 @@ import polars as pl
 import uvicorn
 from confluent_kafka import Consumer, Producer, libversion
 from confluent_kafka.admin import AdminClient, NewTopic
+from machine import describe  # bench/machine.py: this folder is on sys.path
 from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn
 
 import featurestore.stream.runtime as runtime_module
@@ -352,23 +350,6 @@ def check(result: dict[str, Any], n: int, bad: Counter[str]) -> list[str]:
     return problems
 
 
-def machine(kafka_version: str) -> dict[str, Any]:
-    info: dict[str, Any] = {"cpu": platform.processor(), "cores": os.cpu_count(), "memory_gb": None}
-    with suppress(OSError, StopIteration):
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        info["cpu"] = next(x.split(":", 1)[1].strip() for x in lines if x.startswith("model name"))
-    with suppress(OSError, StopIteration):
-        lines = Path("/proc/meminfo").read_text().splitlines()
-        kb = next(int(x.split()[1]) for x in lines if x.startswith("MemTotal"))
-        info["memory_gb"] = round(kb / 2**20, 1)
-    versions: dict[str, str | None] = {"librdkafka": libversion()[0]}
-    for package in ("polars", "pyarrow", "fastavro", "confluent-kafka", "uvicorn"):
-        with suppress(metadata.PackageNotFoundError):
-            versions[package] = metadata.version(package)
-    return {**info, "platform": platform.platform(), "python": sys.version.split()[0],
-            "kafka": kafka_version, "versions": versions}  # fmt: skip
-
-
 def table(rows: list[dict[str, Any]]) -> list[str]:
     """Markdown: one line per strategy; split columns are % of batch time."""
     head = ["strategy", "events/s", "x floor", "p50 ms", "p99 ms", "max ms", "batch path %"]
@@ -411,7 +392,9 @@ def measure(args: argparse.Namespace, cleanup: ExitStack) -> dict[str, Any]:
     client = RegistryClient(url)
     schema_id = int(client.register(f"{topic}-value", SCHEMA)["id"])
     client.close()
-    info = machine(kafka_version)
+    info = describe(("polars", "pyarrow", "fastavro", "confluent-kafka", "uvicorn"),
+                    kafka=kafka_version)  # fmt: skip
+    info["versions"]["librdkafka"] = libversion()[0]
     print(f"{info['cpu']}, {info['cores']} cores, {info['memory_gb']} GB, {kafka_version}")
     print(f"Python {info['python']}, {info['versions']}")
     bench = Bench(bootstrap, url, topic, args.events, args.batch_size)
