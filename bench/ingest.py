@@ -26,7 +26,6 @@ import os
 import random
 import statistics
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -39,7 +38,6 @@ from typing import Any
 
 import fastavro
 import polars as pl
-import uvicorn
 from confluent_kafka import Consumer, Producer, libversion
 from confluent_kafka.admin import AdminClient, NewTopic
 from machine import describe  # bench/machine.py: this folder is on sys.path
@@ -47,10 +45,9 @@ from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn
 
 import featurestore.stream.runtime as runtime_module
 from featurestore.contracts.codec import BatchDecoder
-from featurestore.contracts.registry import RegistryAuth, RegistryState, SchemaLog, create_app
 from featurestore.contracts.registry.client import RegistryClient
+from featurestore.contracts.registry.embedded import EmbeddedRegistry
 from featurestore.local import LocalStack
-from featurestore.local.process import free_port
 from featurestore.offline import scan_events
 from featurestore.settings import Settings
 from featurestore.stream import ConsumerDefinition, ConsumerRuntime
@@ -88,23 +85,12 @@ def kafka(given: str | None) -> Iterator[tuple[str, str]]:
 
 @contextmanager
 def registry(bootstrap: str, topic: str) -> Iterator[str]:
-    """The registry app under uvicorn in a thread, its schemas in `topic`; yields its URL."""
-    state = RegistryState()
-    app = create_app(state, SchemaLog(state, bootstrap, topic), RegistryAuth())
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the in-process registry did not start")
-        time.sleep(0.02)
+    """The registry app in this process, its schemas in `topic`; yields its URL."""
+    server = EmbeddedRegistry(bootstrap, topic).start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield server.url
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+        server.stop()
 
 
 def delete_topics(bootstrap: str, prefix: str) -> None:
