@@ -8,13 +8,17 @@ reads (`window_values` at the request time), streaming/backfill updates
 Partial columns, per value name ``v`` (see `partial_column`)::
 
     v__count  Int64    non-null values in the tile
-    v__sum    Float64  sum of values          (0.0 when count is 0)
-    v__sumsq  Float64  sum of squared values  (0.0 when count is 0)
-    v__min    Float64  minimum                (null when count is 0)
-    v__max    Float64  maximum                (null when count is 0)
-    v__last       Float64  value of the latest event (null when count is 0)
+    v__sum    Float64  sum of values          (0.0 when count is 0; null if not numeric)
+    v__sumsq  Float64  sum of squared values  (0.0 when count is 0; null if not numeric)
+    v__min    Float64  minimum                (null when count is 0 or not numeric)
+    v__max    Float64  maximum                (null when count is 0 or not numeric)
+    v__last       Float64 or String  value of the latest event (null when count is 0)
     v__last_time  Int64    its event time
     v__last_offset Int64   its source offset
+    v__sketch     List[UInt64]  distinct-count sketch (only for `Value.distinct`)
+
+A value is numeric when its source column is; any other column (strings, enums,
+booleans) supports count, last and distinct, and its ``last`` is its text form.
 
 Invariants:
 - a partial frame has one row per (entity..., ``tile``) and ``tile = floor(t / g)``;
@@ -22,39 +26,51 @@ Invariants:
 - "latest" means the highest (event time, offset); offsets are compared alone, which
   is meaningful because an entity's events all live on one Kafka partition;
 - merging is commutative and associative: counts and sums add, min/max combine, last
-  picks the highest (time, offset);
+  picks the highest (time, offset), sketches keep the K smallest hashes of the union;
 - the window at t is defined in `featurestore.features.windows`: event times in
   ``[floor_g(t) - W + g, t]``. `window_values` merges the window's tiles and assumes
   they hold no event later than t (online, such events have not arrived yet);
-  `as_of` filters events to the window first, so it is exact for any t;
+  `as_of` merges the window's whole tiles before t's tile with the partial of t's own
+  tile over events up to t, so it is exact for any t;
 - `as_of` computes via the same `tile_partials` and the same combining and finishing
   code as `window_values`, so both give the same numbers. Float caveat: sums are
   taken within a tile in (time, offset) order and then across tiles in tile order on
-  both paths, but Polars may sum in a different association (SIMD, pairwise), so
-  non-integer values can differ in the last bits from a sequential Python sum;
-  integer-valued floats below 2**53 are exact everywhere.
+  both paths, but Polars may sum in a different association (SIMD, pairwise), and the
+  online store adds tiles batch by batch, so non-integer values can differ in the
+  last bits; integer-valued floats below 2**53 are exact everywhere.
 
-Empty window: count and sum are 0; mean, min, max, std and last are null. std is the
-sample standard deviation sqrt((sumsq - sum**2/n) / (n - 1)), null below 2 events and
-clamped at 0 against rounding.
+Empty window: count, sum and distinct are 0; mean, min, max, std and last are null.
+std is the sample standard deviation sqrt((sumsq - sum**2/n) / (n - 1)), null below 2
+events and clamped at 0 against rounding.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 import polars as pl
 
 from featurestore.errors import ConfigError
+from featurestore.features.sketch import estimate, hash_column, merge_sketches, sketch_of
 from featurestore.features.windows import Window
 
-Aggregation = Literal["count", "sum", "mean", "min", "max", "std", "last"]
+Aggregation = Literal["count", "sum", "mean", "min", "max", "std", "last", "distinct"]
 AGGREGATIONS: tuple[Aggregation, ...] = get_args(Aggregation)
+NUMERIC_ONLY: frozenset[Aggregation] = frozenset({"sum", "mean", "min", "max", "std"})
 
 TILE = "tile"
 _ROW = "__row"
-_PARTS = ("count", "sum", "sumsq", "min", "max", "last", "last_time", "last_offset")
+PARTS = ("count", "sum", "sumsq", "min", "max", "last", "last_time", "last_offset")
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    """One aggregated value: its source column, and whether it keeps a distinct sketch."""
+
+    column: str
+    distinct: bool = False
 
 
 def partial_column(name: str, part: str) -> str:
@@ -73,9 +89,13 @@ def value_names(partials: pl.DataFrame) -> list[str]:
     return [c.removesuffix(suffix) for c in partials.columns if c.endswith(suffix)]
 
 
-def _epoch_ms(frame: pl.DataFrame, column: str) -> pl.Expr:
+def has_sketch(partials: pl.DataFrame, name: str) -> bool:
+    return partial_column(name, "sketch") in partials.columns
+
+
+def epoch_ms(schema: pl.Schema, column: str) -> pl.Expr:
     """An integer-milliseconds expression for a time column (Int or Datetime)."""
-    dtype = frame.schema[column]
+    dtype = schema[column]
     if isinstance(dtype, pl.Datetime):
         return pl.col(column).dt.epoch("ms")
     if dtype.is_integer():
@@ -86,51 +106,75 @@ def _epoch_ms(frame: pl.DataFrame, column: str) -> pl.Expr:
     )
 
 
+def _values(value_cols: Mapping[str, str | Value]) -> dict[str, Value]:
+    return {n: v if isinstance(v, Value) else Value(v) for n, v in value_cols.items()}
+
+
 def tile_partials(
     events: pl.DataFrame,
     entity: list[str],
     time_col: str,
-    value_cols: Mapping[str, str],
+    value_cols: Mapping[str, str | Value],
     tile_ms: int,
     *,
     offset_col: str = "offset",
+    keys: Sequence[str] = (),
 ) -> pl.DataFrame:
-    """One row of partials per entity x tile, for each value name -> source column."""
+    """One row of partials per entity x tile (x ``keys``), for each value name.
+
+    ``value_cols`` maps value names to source columns (or `Value`). ``keys`` are extra
+    grouping columns kept in the output (the online store groups by source partition).
+    """
     if tile_ms <= 0:
         raise ConfigError(f"tile {tile_ms} ms must be greater than 0; use e.g. '1m'")
-    ordered = events.select(
-        *[pl.col(c) for c in entity],
-        _epoch_ms(events, time_col).alias("__t"),
+    values = _values(value_cols)
+    selected: list[pl.Expr | pl.Series] = [
+        *[pl.col(c) for c in (*entity, *keys)],
+        epoch_ms(events.schema, time_col).alias("__t"),
         pl.col(offset_col).cast(pl.Int64).alias("__o"),
-        *[pl.col(src).cast(pl.Float64).alias(f"__v_{name}") for name, src in value_cols.items()],
-    ).sort("__t", "__o", maintain_order=True)
+    ]
+    for name, value in values.items():
+        source = events.get_column(value.column)
+        numeric = source.dtype.is_numeric()
+        selected.append(source.cast(pl.Float64 if numeric else pl.String).alias(f"__v_{name}"))
+        if value.distinct:
+            selected.append(hash_column(source).alias(f"__h_{name}"))
+    ordered = events.select(selected).sort("__t", "__o", maintain_order=True)
     aggs: list[pl.Expr] = []
-    for name in value_cols:
+    for name, value in values.items():
         v = pl.col(f"__v_{name}")
         present = v.is_not_null()
+        numeric = ordered.schema[f"__v_{name}"] == pl.Float64
         aggs += [
             v.count().cast(pl.Int64).alias(partial_column(name, "count")),
-            v.sum().alias(partial_column(name, "sum")),
-            (v * v).sum().alias(partial_column(name, "sumsq")),
-            v.min().alias(partial_column(name, "min")),
-            v.max().alias(partial_column(name, "max")),
+            *[
+                (expr if numeric else pl.lit(None, pl.Float64)).alias(partial_column(name, part))
+                for part, expr in (
+                    ("sum", v.sum()),
+                    ("sumsq", (v * v).sum()),
+                    ("min", v.min()),
+                    ("max", v.max()),
+                )
+            ],
             v.drop_nulls().last().alias(partial_column(name, "last")),
             pl.col("__t").filter(present).last().alias(partial_column(name, "last_time")),
             pl.col("__o").filter(present).last().alias(partial_column(name, "last_offset")),
         ]
+        if value.distinct:
+            aggs.append(sketch_of(pl.col(f"__h_{name}")).alias(partial_column(name, "sketch")))
     return (
         ordered.with_columns(pl.col("__t").floordiv(tile_ms).alias(TILE))
-        .group_by([*entity, TILE], maintain_order=True)
+        .group_by([*entity, *keys, TILE], maintain_order=True)
         .agg(aggs)
-        .sort([*entity, TILE])
+        .sort([*entity, *keys, TILE])
     )
 
 
-def _combine(frame: pl.DataFrame, keys: list[str], names: Sequence[str]) -> pl.DataFrame:
-    """Merge partial rows sharing ``keys``; rows are combined in frame order."""
+def combine_exprs(names: Sequence[str], sketched: set[str]) -> list[pl.Expr]:
+    """Aggregations merging a group's partial rows (in frame order) into one."""
     aggs: list[pl.Expr] = []
     for name in names:
-        col = {part: pl.col(partial_column(name, part)) for part in _PARTS}
+        col = {part: pl.col(partial_column(name, part)) for part in PARTS}
         by = [col["last_time"], col["last_offset"]]
         aggs += [
             col["count"].sum().alias(partial_column(name, "count")),
@@ -143,7 +187,15 @@ def _combine(frame: pl.DataFrame, keys: list[str], names: Sequence[str]) -> pl.D
                 for part in ("last", "last_time", "last_offset")
             ],
         ]
-    return frame.group_by(keys, maintain_order=True).agg(aggs)
+        if name in sketched:
+            sketch = partial_column(name, "sketch")
+            aggs.append(merge_sketches(pl.col(sketch)).alias(sketch))
+    return aggs
+
+
+def _combine(frame: pl.DataFrame, keys: list[str], names: Sequence[str]) -> pl.DataFrame:
+    sketched = {n for n in names if has_sketch(frame, n)}
+    return frame.group_by(keys, maintain_order=True).agg(combine_exprs(names, sketched))
 
 
 def merge_partials(
@@ -155,7 +207,7 @@ def merge_partials(
     return merged.sort([*entity, TILE])
 
 
-def _finish(aggs: Mapping[str, Sequence[Aggregation]]) -> list[pl.Expr]:
+def finish_exprs(aggs: Mapping[str, Sequence[Aggregation]]) -> list[pl.Expr]:
     """Expressions turning combined partials into window values (see module docstring)."""
     out: list[pl.Expr] = []
     for name, wanted in aggs.items():
@@ -176,6 +228,8 @@ def _finish(aggs: Mapping[str, Sequence[Aggregation]]) -> list[pl.Expr]:
             "std": pl.when(n >= 2).then(variance.sqrt()),
             "last": pl.col(partial_column(name, "last")),
         }
+        if "distinct" in wanted:
+            exprs["distinct"] = estimate(pl.col(partial_column(name, "sketch")))
         out += [exprs[agg].alias(feature_column(name, agg)) for agg in wanted]
     return out
 
@@ -185,7 +239,7 @@ def _attach(
 ) -> pl.DataFrame:
     """Rows (carrying ``_ROW``) with their window values; rows with no tiles are empty."""
     joined = rows.join(combined, on=_ROW, how="left", maintain_order="left")
-    return joined.select(*[c for c in rows.columns if c != _ROW], *_finish(aggs))
+    return joined.select(*[c for c in rows.columns if c != _ROW], *finish_exprs(aggs))
 
 
 def _rows_with_time(
@@ -195,7 +249,7 @@ def _rows_with_time(
         rows = partials.select(entity).unique(maintain_order=True)
     if isinstance(at, int):
         return rows.with_row_index(_ROW), pl.lit(at, dtype=pl.Int64)
-    return rows.with_row_index(_ROW), _epoch_ms(rows, at)
+    return rows.with_row_index(_ROW), epoch_ms(rows.schema, at)
 
 
 def window_values(
@@ -238,30 +292,50 @@ def as_of(
     *,
     aggs: Mapping[str, Sequence[Aggregation]],
     at: str,
-    value_cols: Mapping[str, str] | None = None,
+    value_cols: Mapping[str, str | Value] | None = None,
     offset_col: str = "offset",
+    tiles: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Point-in-time window values for each row of ``rows`` at its own time column ``at``.
 
     Each row sees the events of its entity with time in ``[floor_g(t) - W + g, t]``;
     later events are ignored. ``value_cols`` maps value names to event columns
-    (default: each name in ``aggs`` is its own column). Rows keep their order; the
-    result is ``rows`` plus one column per `feature_column`.
+    (default: each name in ``aggs`` is its own column; `Value` to keep a sketch). Rows
+    keep their order; the result is ``rows`` plus one column per `feature_column`.
 
-    Cost: events are joined to rows by entity before the window filter, so memory is
-    rows x events-per-entity; batch very long histories by time.
+    How: the whole tiles before t's tile come from the events' tile partials (pass
+    ``tiles`` when they are already computed), and t's own tile from its events up to
+    t. Memory is rows x tiles-per-entity: split very large row frames (see
+    `featurestore.offline.history`).
     """
-    sources = dict(value_cols) if value_cols is not None else {name: name for name in aggs}
+    sources = (
+        _values(value_cols)
+        if value_cols is not None
+        else {n: Value(n, distinct="distinct" in wanted) for n, wanted in aggs.items()}
+    )
+    if tiles is None:
+        tiles = tile_partials(events, entity, time_col, sources, window.tile_ms,
+                              offset_col=offset_col)  # fmt: skip
     indexed, t = _rows_with_time(rows, events, entity, at)
-    spans = indexed.select(_ROW, *entity, window.start_expr(t).alias("__lo"), t.alias("__hi"))
-    event_time = _epoch_ms(events, time_col)
-    in_window = (
-        spans.join(events.with_columns(event_time.alias("__et")), on=entity, how="inner")
-        .filter(pl.col("__et").is_between(pl.col("__lo"), pl.col("__hi")))
-        .drop("__lo", "__hi", "__et")
+    spans = indexed.select(
+        _ROW, *entity, window.first_tile_expr(t).alias("__lo"), window.tile_expr(t).alias("__hi"),
+        t.alias("__t"),
+    )  # fmt: skip
+    whole = (
+        spans.join(tiles, on=entity, how="inner")
+        .filter((pl.col(TILE) >= pl.col("__lo")) & (pl.col(TILE) < pl.col("__hi")))
+        .select(_ROW, TILE, *[c for c in tiles.columns if c not in (*entity, TILE)])
     )
-    partials = tile_partials(
-        in_window, [_ROW], time_col, sources, window.tile_ms, offset_col=offset_col
+    keyed = events.with_columns(
+        epoch_ms(events.schema, time_col).floordiv(window.tile_ms).alias("__hi")
     )
-    combined = _combine(partials, [_ROW], list(aggs))
+    current_events = (
+        spans.join(keyed, on=[*entity, "__hi"], how="inner")
+        .filter(epoch_ms(events.schema, time_col) <= pl.col("__t"))
+        .drop(*entity)
+    )
+    current = tile_partials(current_events, [_ROW], time_col, sources, window.tile_ms,
+                            offset_col=offset_col)  # fmt: skip
+    merged = pl.concat([whole, current.select(whole.columns)]).sort(_ROW, TILE)
+    combined = _combine(merged, [_ROW], list(aggs))
     return _attach(indexed, combined, aggs)

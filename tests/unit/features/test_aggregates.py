@@ -9,6 +9,7 @@ import pytest
 
 from featurestore.features import (
     AGGREGATIONS,
+    Value,
     Window,
     as_of,
     merge_partials,
@@ -34,7 +35,7 @@ def events(*rows: tuple[str, int, float | None, int]) -> pl.DataFrame:
 
 
 def partials(frame: pl.DataFrame, window: Window = WINDOW) -> pl.DataFrame:
-    return tile_partials(frame, ["user"], "ts", {"x": "x"}, window.tile_ms)
+    return tile_partials(frame, ["user"], "ts", {"x": Value("x", distinct=True)}, window.tile_ms)
 
 
 def online(frame: pl.DataFrame, t: int, window: Window = WINDOW) -> dict[str, object]:
@@ -86,6 +87,7 @@ def test_empty_window() -> None:
         "x__max": None,
         "x__std": None,
         "x__last": None,
+        "x__distinct": 0,
     }
 
 

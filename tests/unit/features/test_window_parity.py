@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from featurestore.features import (
     AGGREGATIONS,
+    Value,
     Window,
     as_of,
     merge_partials,
@@ -63,6 +64,7 @@ def oracle(evs: list[Event], user: str, t: int, window: Window) -> dict[str, obj
         "x__max": max(values, default=None),
         "x__std": std,
         "x__last": latest.value if latest else None,
+        "x__distinct": len(set(values)),
     }
 
 
@@ -105,7 +107,7 @@ def test_online_offline_and_oracle_agree(
         seen = [e for e in evs if e.time <= t]
         batches = [frame(seen[:split]), frame(seen[split:])]
         tiles = merge_partials(
-            [tile_partials(b, ENTITY, "ts", {"x": "x"}, window.tile_ms) for b in batches],
+            [tile_partials(b, ENTITY, "ts", {"x": Value("x", distinct=True)}, window.tile_ms) for b in batches],
             ENTITY,
         )
         online = window_values(

@@ -1,0 +1,104 @@
+"""The online store's layout in Redis, and records to and from engine partials (pure).
+
+One hash per (view, version, entity)::
+
+    key     <prefix>:<view>:v<version>:<entity key>      entity key = join-key values
+                                                          joined by U+001F
+    field   "<tile ms>:<tile index>"  -> one tile's record (see below)
+    field   "o:<topic>:<partition>"   -> highest source offset applied to this hash
+
+A record is one tile's partials for every value of the view, in `FeatureView.values`
+order, as comma-separated tokens per value::
+
+    count,sum,sumsq,min,max,last,last_time,last_offset[,sketch]
+
+Numbers are written in shortest round-trip form (Polars) or ``%.17g`` (Lua), so every
+double survives exactly; an empty token is null; a text ``last`` is hex-encoded so it
+can hold any character; a sketch is its hashes in ascending order, space-separated,
+present only for values with a distinct count (layout char ``s``, otherwise ``p``).
+
+Invariants: records are only ever merged by ``apply.lua`` with the engine's merge laws
+(`featurestore.features.aggregates`); a record decoded here is an engine partial row.
+"""
+
+from __future__ import annotations
+
+import io
+
+import polars as pl
+
+from featurestore.features.aggregates import PARTS, TILE, partial_column
+from featurestore.features.definitions import FeatureView
+
+ENTITY_SEPARATOR = "\x1f"
+ROW = "__entity"
+TILE_MS = "__tile_ms"
+_NUMERIC_PARTS = {"count": pl.Int64, "sum": pl.Float64, "sumsq": pl.Float64,
+                  "min": pl.Float64, "max": pl.Float64, "last_time": pl.Int64,
+                  "last_offset": pl.Int64}  # fmt: skip
+
+
+def view_prefix(prefix: str, view: FeatureView, version: int | None = None) -> str:
+    return f"{prefix}:{view.name}:v{view.version if version is None else version}:"
+
+
+def entity_keys(frame: pl.DataFrame, join_keys: list[str]) -> pl.Expr:
+    """The entity part of each row's key."""
+    parts = [pl.col(k).cast(pl.String) for k in join_keys]
+    return parts[0] if len(parts) == 1 else pl.concat_str(parts, separator=ENTITY_SEPARATOR)
+
+
+def layout(view: FeatureView) -> str:
+    return "".join("s" if v.distinct else "p" for v in view.values.values())
+
+
+def offset_field(topic: str, partition: int) -> str:
+    return f"o:{topic}:{partition}"
+
+
+def record_tokens(view: FeatureView, text_values: set[str]) -> list[pl.Expr]:
+    """Token expressions of a record from a partial frame (``text_values``: text last)."""
+    tokens: list[pl.Expr] = []
+    for name, value in view.values.items():
+        for part in PARTS:
+            col = pl.col(partial_column(name, part))
+            if part == "last" and name in text_values:
+                col = col.str.encode("hex")
+            tokens.append(col.cast(pl.String).fill_null(""))
+        if value.distinct:
+            sketch = pl.col(partial_column(name, "sketch"))
+            tokens.append(sketch.cast(pl.List(pl.String)).list.join(" ").fill_null(""))
+    return tokens
+
+
+def record_expr(view: FeatureView, text_values: set[str]) -> pl.Expr:
+    return pl.concat_str(record_tokens(view, text_values), separator=",")
+
+
+def decode_records(payload: bytes, view: FeatureView, text_values: set[str]) -> pl.DataFrame:
+    """CSV lines from ``read.lua`` as an engine partial frame with ``__row``, ``__tile_ms``
+    and ``tile`` columns."""
+    columns = [ROW, TILE_MS, TILE]
+    for name, value in view.values.items():
+        columns += [partial_column(name, part) for part in PARTS]
+        if value.distinct:
+            columns.append(partial_column(name, "sketch"))
+    schema = {c: pl.String for c in columns} | {ROW: pl.Int64, TILE_MS: pl.Int64, TILE: pl.Int64}
+    if not payload:
+        raw = pl.DataFrame(schema=schema)
+    else:
+        raw = pl.read_csv(io.BytesIO(payload), has_header=False, new_columns=columns,
+                          schema=schema, quote_char=None)  # fmt: skip
+    casts: list[pl.Expr] = []
+    for name, value in view.values.items():
+        for part, dtype in _NUMERIC_PARTS.items():
+            casts.append(pl.col(partial_column(name, part)).cast(dtype))
+        last = pl.col(partial_column(name, "last"))
+        if name in text_values:
+            casts.append(last.str.decode("hex").cast(pl.String))
+        else:
+            casts.append(last.cast(pl.Float64))
+        if value.distinct:
+            sketch = pl.col(partial_column(name, "sketch"))
+            casts.append(sketch.str.split(" ").cast(pl.List(pl.UInt64)))
+    return raw.with_columns(casts)

@@ -1,0 +1,269 @@
+"""The Redis online store: batches of validated events in, window values at a time out.
+
+Writes (`RedisOnlineStore.apply`): the batch is pre-aggregated in Polars by the window
+engine into partials per (entity, source partition, granularity, tile), then applied
+with ``apply.lua``, one single-key script call per entity, pipelined. The script keeps
+the highest applied offset per source partition in the same hash and applies only
+segments above it, so a replay after a crash never counts an event twice. A replay cut
+at other batch boundaries than the first attempt (a segment straddling the stored
+offset) is resent for that entity one event per segment.
+
+Reads (`RedisOnlineStore.read`): ``read.lua`` returns each entity hash's tiles as CSV
+lines, one bulk string per key, pipelined; the lines become an engine partial frame
+and `window_values` merges them at the request time, so values decay as time passes
+without new events.
+
+Invariants: one key per script call (Redis Cluster works unchanged); a view's keys
+carry its version; the hash expires ``view.ttl_ms`` after its last write.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any, Protocol
+
+import polars as pl
+from redis.exceptions import NoScriptError
+
+from featurestore.errors import ConfigError
+from featurestore.features.aggregates import (
+    TILE,
+    epoch_ms,
+    feature_column,
+    tile_partials,
+    window_values,
+)
+from featurestore.features.definitions import FeatureView
+from featurestore.features.sketch import K
+from featurestore.online.layout import (
+    ROW,
+    TILE_MS,
+    decode_records,
+    entity_keys,
+    layout,
+    record_expr,
+    view_prefix,
+)
+
+log = logging.getLogger(__name__)
+_APPLY = files("featurestore.online").joinpath("apply.lua").read_text()
+_READ = files("featurestore.online").joinpath("read.lua").read_text()
+_KEY, _OFIELD = "__key", "__ofield"
+
+
+class OnlineStore(Protocol):
+    def apply(self, view: FeatureView, events: pl.DataFrame, time_col: str) -> ApplyStats: ...
+
+    def read(
+        self, view: FeatureView, entities: pl.DataFrame, at: int, features: Sequence[str]
+    ) -> pl.DataFrame: ...
+
+
+@dataclass
+class ApplyStats:
+    entities: int = 0
+    segments: int = 0
+    skipped_entities: int = 0  # every segment was applied before (a replay)
+    resent_entities: int = 0  # straddled the stored offset: resent one event per segment
+
+
+class RedisOnlineStore:
+    """The online store on any Redis client (standalone, Sentinel master or Cluster)."""
+
+    def __init__(
+        self,
+        client: Any,
+        entities: Mapping[str, list[str]],
+        prefix: str = "fs",
+        pipeline_size: int = 2_000,
+    ) -> None:
+        self.client = client
+        self.entities = dict(entities)  # entity name -> join keys
+        self.prefix = prefix.rstrip(":")
+        self.pipeline_size = pipeline_size
+        self._apply_sha = self._read_sha = ""
+        self._text: dict[tuple[str, int], set[str]] = {}
+        self._load_scripts()
+
+    def _load_scripts(self) -> None:
+        self._apply_sha = self.client.script_load(_APPLY)
+        self._read_sha = self.client.script_load(_READ)
+
+    def _meta_key(self, view: FeatureView) -> str:
+        return view_prefix(self.prefix, view) + "meta"
+
+    def register(self, view: FeatureView, text_values: set[str]) -> None:
+        """Record which values are text (their ``last`` is a string) for readers."""
+        self._text[(view.name, view.version)] = set(text_values)
+        self.client.hset(self._meta_key(view), "text", ",".join(sorted(text_values)))
+
+    def text_values(self, view: FeatureView) -> set[str]:
+        cached = self._text.get((view.name, view.version))
+        if cached is None:
+            raw = self.client.hget(self._meta_key(view), "text") or b""
+            cached = {v for v in raw.decode().split(",") if v}
+            self._text[(view.name, view.version)] = cached
+        return cached
+
+    # --- writes -------------------------------------------------------------------------
+
+    def apply(self, view: FeatureView, events: pl.DataFrame, time_col: str) -> ApplyStats:
+        """Apply validated events (join keys, values, ``_topic/_partition/_offset``)."""
+        stats = ApplyStats()
+        if events.is_empty():
+            return stats
+        keyed = events.with_columns(
+            (view_prefix(self.prefix, view) + entity_keys(events, self._join_keys(view))).alias(
+                _KEY
+            ),
+            pl.concat_str(
+                pl.lit("o:"), pl.col("_topic"), pl.lit(":"), pl.col("_partition").cast(pl.String)
+            ).alias(_OFIELD),
+        )
+        args = self._arguments(view, keyed, time_col, per_event=False)
+        straddling = self._send(view, args, stats)
+        if straddling:
+            stats.resent_entities = len(straddling)
+            retry = keyed.filter(pl.col(_KEY).is_in(straddling))
+            again = self._send(view, self._arguments(view, retry, time_col, per_event=True), stats)
+            if again:  # pragma: no cover - one event per segment cannot straddle
+                raise RuntimeError(f"offset guard refused single events for {again[:3]}")
+        return stats
+
+    def _join_keys(self, view: FeatureView) -> list[str]:
+        try:
+            return self.entities[view.entity]
+        except KeyError:
+            raise ConfigError(
+                f"view {view.name!r} uses entity {view.entity!r}, which this store was not "
+                f"given; known entities: {', '.join(sorted(self.entities)) or 'none'}"
+            ) from None
+
+    def _arguments(
+        self, view: FeatureView, keyed: pl.DataFrame, time_col: str, *, per_event: bool
+    ) -> pl.DataFrame:
+        """One row per entity key: its segment and prune arguments for ``apply.lua``."""
+        text = {n for n, v in view.values.items() if not keyed.schema[v.column].is_numeric()}
+        keys = [_OFIELD, "_offset"] if per_event else [_OFIELD]
+        per_tile: list[pl.DataFrame] = []
+        prunes: list[pl.DataFrame] = []
+        for g in view.tiles_ms:
+            parts = tile_partials(keyed, [_KEY], time_col, view.values, g,
+                                  offset_col="_offset", keys=keys)  # fmt: skip
+            span = (
+                keyed.with_columns(_tile_of(keyed, time_col, g))
+                .group_by([_KEY, *keys, TILE])
+                .agg(pl.col("_offset").min().alias("__lo"), pl.col("_offset").max().alias("__hi"))
+            )
+            segment = parts.join(span, on=[_KEY, *keys, TILE]).sort(_KEY, "__lo")
+            per_tile.append(
+                segment.select(
+                    _KEY,
+                    pl.concat_list(
+                        pl.col(_OFIELD),
+                        pl.col("__lo").cast(pl.String),
+                        pl.col("__hi").cast(pl.String),
+                        pl.lit(f"{g}:") + pl.col(TILE).cast(pl.String),
+                        record_expr(view, text),
+                    ).alias("__args"),
+                )
+            )
+            keep = -(-view.retention_for(g) // g)  # tiles behind the newest one to keep
+            prunes.append(
+                segment.group_by(_KEY).agg(
+                    pl.concat_list(
+                        pl.lit(f"{g}:"), (pl.col(TILE).max() - keep).cast(pl.String)
+                    ).alias("__prune")
+                )
+            )
+        segments = (
+            pl.concat(per_tile).group_by(_KEY, maintain_order=True).agg(pl.col("__args").explode())
+        )
+        pruning = pl.concat(prunes).group_by(_KEY).agg(pl.col("__prune").explode())
+        return segments.join(pruning, on=_KEY, how="left")
+
+    def _send(self, view: FeatureView, args: pl.DataFrame, stats: ApplyStats) -> list[str]:
+        """Run ``apply.lua`` per entity, pipelined; returns the keys that straddled."""
+        fixed = (str(view.ttl_ms), layout(view))
+        straddling: list[str] = []
+        rows = list(args.iter_rows())
+        for start in range(0, len(rows), self.pipeline_size):
+            chunk = rows[start : start + self.pipeline_size]
+            results = self._pipelined(
+                [
+                    _apply_command(self._apply_sha, key, fixed, seg, prune)
+                    for key, seg, prune in chunk
+                ]
+            )
+            for (key, _, _), result in zip(chunk, results, strict=True):
+                stats.entities += 1
+                if result == -1:
+                    straddling.append(key)
+                elif result == 0:
+                    stats.skipped_entities += 1
+                else:
+                    stats.segments += int(result)
+        return straddling
+
+    def _pipelined(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            try:
+                return list(pipe.execute())
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                # A script's SHA is that of its text: loading again makes it valid again.
+                log.warning("Redis lost the store's scripts (restarted?); loading them again")
+                self._load_scripts()
+        raise AssertionError("unreachable")
+
+    # --- reads --------------------------------------------------------------------------
+
+    def partials(self, view: FeatureView, entities: pl.DataFrame) -> pl.DataFrame:
+        """Every stored tile of each entity row, as engine partials keyed by ``__row``."""
+        keys = entities.select(
+            view_prefix(self.prefix, view) + entity_keys(entities, self._join_keys(view))
+        ).to_series()
+        replies = self._pipelined(
+            [("EVALSHA", self._read_sha, 1, key, row) for row, key in enumerate(keys)]
+        )
+        return decode_records(b"".join(replies), view, self.text_values(view))
+
+    def read(
+        self, view: FeatureView, entities: pl.DataFrame, at: int, features: Sequence[str]
+    ) -> pl.DataFrame:
+        """Window values at ``at`` (epoch ms) for each entity row, one column per feature."""
+        partials = self.partials(view, entities)
+        rows = pl.DataFrame({ROW: pl.int_range(entities.height, eager=True, dtype=pl.Int64)})
+        columns: list[pl.Series] = []
+        wanted = [view.feature(name) for name in features]
+        for window in sorted({f.window for f in wanted}, key=lambda w: (w.tile_ms, w.length_ms)):
+            group = [f for f in wanted if f.window == window]
+            aggs: dict[str, list[Any]] = {}
+            for f in group:
+                aggs.setdefault(f.column, []).append(f.function)
+            values = window_values(
+                partials.filter(pl.col(TILE_MS) == window.tile_ms).drop(TILE_MS),
+                [ROW], at, window, aggs, rows=rows,
+            )  # fmt: skip
+            columns += [values[feature_column(f.column, f.function)].alias(f.name) for f in group]
+        by_name = {c.name: c for c in columns}
+        return pl.DataFrame([by_name[name] for name in features])
+
+
+def _apply_command(
+    sha: str, key: str, fixed: tuple[str, str], segments: list[str], prune: list[str] | None
+) -> tuple[Any, ...]:
+    prune = prune or []
+    return ("EVALSHA", sha, 1, key, *fixed, len(segments) // 5, len(prune) // 2, K,
+            *segments, *prune)  # fmt: skip
+
+
+def _tile_of(frame: pl.DataFrame, time_col: str, tile_ms: int) -> pl.Expr:
+    return epoch_ms(frame.schema, time_col).floordiv(tile_ms).alias(TILE)
