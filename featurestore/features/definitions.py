@@ -26,7 +26,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from featurestore.errors import ConfigError
+from featurestore.errors import ConfigError, FeatureStoreError
 from featurestore.features.aggregates import NUMERIC_ONLY, Aggregation, Value
 from featurestore.features.windows import Window, duration_ms
 
@@ -110,7 +110,7 @@ class FeatureView(BaseModel):
         if value is not None:
             try:
                 duration_ms(value)
-            except ConfigError:
+            except FeatureStoreError:
                 raise ValueError(f'{value!r} is not a duration; write e.g. "1h"') from None
         return value
 

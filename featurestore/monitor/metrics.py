@@ -25,6 +25,12 @@ BATCH_SECONDS = Histogram(
     ["consumer"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+ONLINE_WRITE_SECONDS = Histogram(
+    "featurestore_online_write_seconds",
+    "Wall time of applying one batch of one feature view to Redis.",
+    ["consumer", "view"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 RETRIES = Counter(
     "featurestore_retries", "Operations retried after a dependency failed.", ["consumer", "what"]
 )

@@ -100,5 +100,6 @@ def decode_records(payload: bytes, view: FeatureView, text_values: set[str]) -> 
             casts.append(last.cast(pl.Float64))
         if value.distinct:
             sketch = pl.col(partial_column(name, "sketch"))
-            casts.append(sketch.str.split(" ").cast(pl.List(pl.UInt64)))
+            hashes = sketch.str.split(" ").cast(pl.List(pl.UInt64))
+            casts.append(hashes.fill_null(pl.lit([], pl.List(pl.UInt64))))
     return raw.with_columns(casts)

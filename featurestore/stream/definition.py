@@ -23,6 +23,7 @@ from pydantic import (
 
 from featurestore.contracts.contract import parse_duration_ms
 from featurestore.errors import ConfigError, ContractError
+from featurestore.features.definitions import Entity, FeatureView
 
 
 class OfflineSink(BaseModel):
@@ -37,9 +38,23 @@ class OfflineSink(BaseModel):
     )
 
 
+class OnlineSink(BaseModel):
+    """Feature views' tiles to Redis."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    redis_url: str | None = Field(
+        default=None,
+        description="Default $FEATURESTORE_REDIS_URL or the local stack's. redis://, "
+        "rediss:// (TLS), redis+sentinel://host:port/service, redis+cluster://host:port,...",
+    )
+    prefix: str = Field(default="fs", description="Prefix of every key the store writes.")
+
+
 class Sinks(BaseModel):
     model_config = ConfigDict(extra="forbid")
     offline: OfflineSink = OfflineSink()
+    online: OnlineSink = OnlineSink()
 
 
 class ConsumerDefinition(BaseModel):
@@ -68,6 +83,10 @@ class ConsumerDefinition(BaseModel):
     )
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
     sinks: Sinks = Sinks()
+    entities: list[Entity] = Field(default_factory=list)
+    views: list[FeatureView] = Field(
+        default_factory=list, description="Feature views computed from this consumer's events."
+    )
     kafka: dict[str, str | int | bool] = Field(
         default_factory=dict,
         description="Extra librdkafka settings (security.protocol, sasl.*, ssl.*).",
@@ -89,6 +108,30 @@ class ConsumerDefinition(BaseModel):
         if self.dlq_topic is not None and self.dlq_topic in self.topics:
             raise ValueError(f"dlq_topic '{self.dlq_topic}' is also a source topic")
         return self
+
+    @model_validator(mode="after")
+    def _views_fit(self) -> ConsumerDefinition:
+        entities = {e.name for e in self.entities}
+        seen: set[tuple[str, int]] = set()
+        for view in self.views:
+            if view.source != self.subject:
+                raise ValueError(
+                    f"view {view.name!r} reads {view.source!r}, but this consumer enforces "
+                    f"{self.subject!r}; declare the view in that subject's consumer"
+                )
+            if view.entity not in entities:
+                raise ValueError(
+                    f"view {view.name!r} uses entity {view.entity!r}; declare it under "
+                    f"[[entities]] (declared: {', '.join(sorted(entities)) or 'none'})"
+                )
+            if (view.name, view.version) in seen:
+                raise ValueError(f"view {view.name!r} version {view.version} is declared twice")
+            seen.add((view.name, view.version))
+        return self
+
+    @property
+    def join_keys(self) -> dict[str, list[str]]:
+        return {e.name: list(e.join_keys) for e in self.entities}
 
     @property
     def group_id(self) -> str:
@@ -124,3 +167,14 @@ def load_definition(where: str | Path) -> ConsumerDefinition:
             f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigError(f"{path}: {problems}") from exc
+
+
+def load_definitions(where: str | Path) -> list[ConsumerDefinition]:
+    """Every definition in a folder (``*.toml``), or the one a path names."""
+    path = Path(where)
+    if path.is_dir() and not (path / "consumer.toml").is_file():
+        found = sorted(path.glob("*.toml"))
+        if not found:
+            raise ConfigError(f"no consumer definitions (*.toml) in {path}")
+        return [load_definition(p) for p in found]
+    return [load_definition(path)]

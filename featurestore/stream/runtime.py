@@ -32,6 +32,9 @@ from typing import Any, TypeVar
 
 import polars as pl
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from redis.exceptions import ClusterDownError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from featurestore.contracts import parse_contract
 from featurestore.contracts.codec import BatchDecoder
@@ -40,22 +43,34 @@ from featurestore.contracts.contract import parse_duration_ms
 from featurestore.contracts.registry.client import RegistryClient
 from featurestore.contracts.violations import Reason, Rejection
 from featurestore.errors import RegistryUnavailableError
+from featurestore.features.definitions import FeatureView
 from featurestore.monitor.metrics import (
     BATCH_SECONDS,
     EVENTS_DEAD_LETTERED,
     EVENTS_IN,
     EVENTS_VALID,
+    ONLINE_WRITE_SECONDS,
     RETRIES,
 )
 from featurestore.offline import EventWriter
+from featurestore.online.store import RedisOnlineStore
 from featurestore.stream.checkpoint import Checkpointer, Fenced, TransientCommitError
 from featurestore.stream.definition import ConsumerDefinition
 from featurestore.stream.dlq import DeadLetter, Headers, SourceRecord, dead_letter
 from featurestore.stream.topics import ensure_topics
+from featurestore.stream.watermarks import Watermarks
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-RETRYABLE = (RegistryUnavailableError, TransientCommitError, KafkaException, OSError)
+RETRYABLE = (
+    RegistryUnavailableError,
+    TransientCommitError,
+    KafkaException,
+    OSError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,
+)
 
 
 class Interrupted(Exception):
@@ -84,6 +99,8 @@ class ConsumerRuntime:
         registry: RegistryClient,
         offline_root: str | None,
         clock: Callable[[], float] = time.time,
+        *,
+        online: RedisOnlineStore | None = None,
     ) -> None:
         self.definition = definition
         self.kafka = {**kafka, **definition.kafka}
@@ -101,7 +118,8 @@ class ConsumerRuntime:
             skew = parse_duration_ms("max_future_skew", definition.max_future_skew)
             contract = replace(contract, max_future_skew_ms=skew)
         self.contract = contract
-        # LATE_EVENT: older than the tighter of the contract's max_age and this retention.
+        # LATE_EVENT against the clock: older than the tighter of the contract's max_age
+        # and this retention.
         self.retention_ms = parse_duration_ms("retention", definition.retention)
         self.checks = compile_checks(contract)
         self.decoder = BatchDecoder(reader["schema"], registry.schema)
@@ -110,8 +128,27 @@ class ConsumerRuntime:
             if contract.event_time is None:
                 raise ValueError("the offline sink needs a contract with an event_time")
             self.sink = EventWriter(offline_root, definition.subject, contract.event_time)
+        self.online = online if definition.sinks.online.enabled else None
+        self.views = definition.views if self.online is not None else []
+        if self.views:
+            self._check_views()
+        # Feature lateness: behind the partition's watermark by more than the longest
+        # retention of this consumer's views -> LATE_EVENT (see watermarks.py).
+        self.watermarks = Watermarks(max((v.retention_ms for v in self.views), default=None))
         self.checkpointer = Checkpointer(self.kafka, definition.group_id)
         self.consumer: Consumer | None = None
+
+    def _check_views(self) -> None:
+        assert self.online is not None
+        if self.contract.event_time is None:
+            raise ValueError("feature views need a contract with an event_time")
+        schema = self.decoder.frame_schema
+        numeric = {name: dtype.is_numeric() for name, dtype in schema.items()}
+        for view in self.views:
+            view.check_columns(numeric)
+            text = {n for n, v in view.values.items() if not numeric[v.column]}
+            online = self.online
+            self._retrying("register a view", partial(online.register, view, text))
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -132,7 +169,7 @@ class ConsumerRuntime:
                 "isolation.level": "read_committed",
             }
         )
-        self.consumer.subscribe(d.topics, on_assign=_log_assign, on_revoke=_log_revoke)
+        self.consumer.subscribe(d.topics, on_assign=_log_assign, on_revoke=self._on_revoke)
         last_report = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -184,27 +221,58 @@ class ConsumerRuntime:
             log.exception("batch of %d failed as a whole; isolating records", len(records))
             valid, rejections = self._validate_one_by_one(batch)
         rows = valid.get_column("_row")
-        valid = valid.drop("_row").with_columns(
+        valid = valid.with_columns(
             pl.Series("_topic", batch.topics, pl.String).gather(rows),
             pl.Series("_partition", batch.partitions, pl.Int32).gather(rows),
             pl.Series("_offset", batch.offsets, pl.Int64).gather(rows),
         )
+        assert self.consumer is not None
+        consumer = self.consumer
+        if self.views:
+            event_time = self.contract.event_time or ""
+            seeds = self._retrying(
+                "read watermarks", partial(self.watermarks.seeds, consumer, batch.next_offsets)
+            )
+            valid, late = self.watermarks.split(valid, event_time, seeds)
+            rejections = sorted([*rejections, *late], key=lambda r: r.row)
+        valid = valid.drop("_row")
         if self.sink is not None:
             sink = self.sink
             self._retrying("write offline events", lambda: sink.write(valid))
+        if self.online is not None:
+            for view in self.views:
+                self._apply_online(view, valid)
         letters = [self._dead_letter(records[r.row], r) for r in rejections]
-        assert self.consumer is not None
-        consumer = self.consumer
+        offsets = self.watermarks.attach(batch.next_offsets)
         try:
-            self._retrying(
-                "commit", lambda: self.checkpointer.commit(consumer, letters, batch.next_offsets)
-            )
+            self._retrying("commit", lambda: self.checkpointer.commit(consumer, letters, offsets))
         except Fenced as exc:
             log.warning("lost the transactional role (%s); rewinding to committed offsets", exc)
             self._rewind()
             return
         self._count(len(records), valid.height, rejections)
         BATCH_SECONDS.labels(self.definition.name).observe(time.monotonic() - started)
+
+    def _apply_online(self, view: FeatureView, valid: pl.DataFrame) -> None:
+        online, event_time = self.online, self.contract.event_time or ""
+        assert online is not None
+        values = [v.column for v in view.values.values()]
+        keys = self.definition.join_keys[view.entity]
+        columns = [*keys, event_time, *values, "_topic", "_partition", "_offset"]
+        events = valid.select(dict.fromkeys(columns))
+        started = time.monotonic()
+        apply = partial(online.apply, view, events, event_time)
+        stats = self._retrying(f"apply {view.name} to Redis", apply)
+        elapsed = time.monotonic() - started
+        ONLINE_WRITE_SECONDS.labels(self.definition.name, view.name).observe(elapsed)
+        if stats.resent_entities:
+            log.info("%s: %d entities replayed across a batch boundary, resent per event",
+                     view.name, stats.resent_entities)  # fmt: skip
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Nothing to flush: each batch was committed before the poll that revokes.
+        self.watermarks.forget(partitions)
+        _log_revoke(consumer, partitions)
 
     def _validate(
         self, values: list[bytes | None], headers: list[Headers]

@@ -21,6 +21,7 @@ from featurestore.features import (
 )
 
 ALL = {"x": AGGREGATIONS}
+VALUES = {"x": Value("x", distinct=True)}
 ENTITY = ["user"]
 
 
@@ -107,7 +108,7 @@ def test_online_offline_and_oracle_agree(
         seen = [e for e in evs if e.time <= t]
         batches = [frame(seen[:split]), frame(seen[split:])]
         tiles = merge_partials(
-            [tile_partials(b, ENTITY, "ts", {"x": Value("x", distinct=True)}, window.tile_ms) for b in batches],
+            [tile_partials(b, ENTITY, "ts", VALUES, window.tile_ms) for b in batches],
             ENTITY,
         )
         online = window_values(
