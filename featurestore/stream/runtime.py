@@ -259,7 +259,7 @@ class ConsumerRuntime:
         values = [v.column for v in view.values.values()]
         keys = self.definition.join_keys[view.entity]
         columns = [*keys, event_time, *values, "_topic", "_partition", "_offset"]
-        events = valid.select(dict.fromkeys(columns))
+        events = valid.select(list(dict.fromkeys(columns)))
         started = time.monotonic()
         apply = partial(online.apply, view, events, event_time)
         stats = self._retrying(f"apply {view.name} to Redis", apply)
