@@ -208,6 +208,22 @@ def test_online_equals_point_in_time_offline_for_a_random_stream(
     empty = values_at(store, d, cards[:5], newest + 2 * 60 * MINUTE)
     assert empty["amount_count_1h"].to_list() == [0] * 5
 
+    # The same training set from the command line.
+    path = tmp_path / "defs" / "consumer.toml"
+    path.parent.mkdir()
+    path.write_text(f'name = "x"\ntopics = ["{topic}"]\nsubject = "payments-value"\n' + VIEWS)
+    rows.write_parquet(tmp_path / "rows.parquet")
+    env = {**os.environ, "FEATURESTORE_REGISTRY_URL": registry.url}
+    done = subprocess.run(
+        [sys.executable, "-m", "featurestore.cli", "history", "--entities",
+         str(tmp_path / "rows.parquet"), "--features", ",".join(refs), "--output",
+         str(tmp_path / "train.parquet"), "--definitions", str(path.parent),
+         "--offline-path", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert pl.read_parquet(tmp_path / "train.parquet").equals(offline)
+
 
 def payment_id(source: str, events: list[tuple[int, dict[str, Any]]]) -> str:
     """The payment id of a dead letter's source ``topic[partition]@offset``."""
