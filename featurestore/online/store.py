@@ -96,9 +96,22 @@ class RedisOnlineStore:
         return view_prefix(self.prefix, view) + "meta"
 
     def register(self, view: FeatureView, text_values: set[str]) -> None:
-        """Record which values are text (their ``last`` is a string) for readers."""
+        """Record the view's record layout and which values are text (their ``last`` is a
+        string) for readers. A version's layout never changes: records already stored
+        could not be merged with records of another layout."""
+        kinds = zip(view.values, layout(view), strict=True)
+        signature = ",".join(f"{name}:{kind}" for name, kind in kinds)
+        meta = self._meta_key(view)
+        stored = self.client.hget(meta, "values")
+        if stored is not None and stored.decode() != signature:
+            raise ConfigError(
+                f"view {view.name!r} version {view.version} already has data in Redis with "
+                f"values {stored.decode()!r}, not {signature!r}; changing a view's columns "
+                "or distinct counts needs a new version (bump `version`)"
+            )
         self._text[(view.name, view.version)] = set(text_values)
-        self.client.hset(self._meta_key(view), "text", ",".join(sorted(text_values)))
+        self.client.hset(meta, mapping={"values": signature,
+                                        "text": ",".join(sorted(text_values))})  # fmt: skip
 
     def text_values(self, view: FeatureView) -> set[str]:
         cached = self._text.get((view.name, view.version))
@@ -225,36 +238,63 @@ class RedisOnlineStore:
 
     # --- reads --------------------------------------------------------------------------
 
-    def partials(self, view: FeatureView, entities: pl.DataFrame) -> pl.DataFrame:
-        """Every stored tile of each entity row, as engine partials keyed by ``__row``."""
+    def _read_commands(self, view: FeatureView, entities: pl.DataFrame) -> list[tuple[Any, ...]]:
+        # A null key reads a key that cannot exist: its features are empty, not an error.
         keys = entities.select(
-            view_prefix(self.prefix, view) + entity_keys(entities, self._join_keys(view))
+            view_prefix(self.prefix, view)
+            + entity_keys(entities, self._join_keys(view)).fill_null("\x00")
         ).to_series()
-        replies = self._pipelined(
-            [("EVALSHA", self._read_sha, 1, key, row) for row, key in enumerate(keys)]
-        )
+        return [("EVALSHA", self._read_sha, 1, key, row) for row, key in enumerate(keys)]
+
+    def partials(self, view: FeatureView, entities: pl.DataFrame) -> pl.DataFrame:
+        """Every stored tile of each entity row, as engine partials keyed by ``__entity``."""
+        replies = self._pipelined(self._read_commands(view, entities))
         return decode_records(b"".join(replies), view, self.text_values(view))
 
     def read(
         self, view: FeatureView, entities: pl.DataFrame, at: int, features: Sequence[str]
     ) -> pl.DataFrame:
         """Window values at ``at`` (epoch ms) for each entity row, one column per feature."""
-        partials = self.partials(view, entities)
-        rows = pl.DataFrame({ROW: pl.int_range(entities.height, eager=True, dtype=pl.Int64)})
-        columns: list[pl.Series] = []
-        wanted = [view.feature(name) for name in features]
-        for window in sorted({f.window for f in wanted}, key=lambda w: (w.tile_ms, w.length_ms)):
-            group = [f for f in wanted if f.window == window]
-            aggs: dict[str, list[Any]] = {}
-            for f in group:
-                aggs.setdefault(f.column, []).append(f.function)
-            values = window_values(
-                partials.filter(pl.col(TILE_MS) == window.tile_ms).drop(TILE_MS),
-                [ROW], at, window, aggs, rows=rows,
-            )  # fmt: skip
-            columns += [values[feature_column(f.column, f.function)].alias(f.name) for f in group]
-        by_name = {c.name: c for c in columns}
-        return pl.DataFrame([by_name[name] for name in features])
+        return self.read_many([(view, features)], entities, at)[0]
+
+    def read_many(
+        self,
+        requests: Sequence[tuple[FeatureView, Sequence[str]]],
+        entities: pl.DataFrame,
+        at: int,
+    ) -> list[pl.DataFrame]:
+        """`read` for several views in ONE pipelined round trip; one frame per request."""
+        commands: list[tuple[Any, ...]] = []
+        for view, _ in requests:
+            commands += self._read_commands(view, entities)
+        replies = self._pipelined(commands)
+        out = []
+        for i, (view, features) in enumerate(requests):
+            mine = replies[i * entities.height : (i + 1) * entities.height]
+            partials = decode_records(b"".join(mine), view, self.text_values(view))
+            out.append(_window_features(view, partials, entities.height, at, features))
+        return out
+
+
+def _window_features(
+    view: FeatureView, partials: pl.DataFrame, n: int, at: int, features: Sequence[str]
+) -> pl.DataFrame:
+    """The engine's window values of ``features`` at ``at`` for entity rows 0..n-1."""
+    rows = pl.DataFrame({ROW: pl.int_range(n, eager=True, dtype=pl.Int64)})
+    columns: list[pl.Series] = []
+    wanted = [view.feature(name) for name in features]
+    for window in sorted({f.window for f in wanted}, key=lambda w: (w.tile_ms, w.length_ms)):
+        group = [f for f in wanted if f.window == window]
+        aggs: dict[str, list[Any]] = {}
+        for f in group:
+            aggs.setdefault(f.column, []).append(f.function)
+        values = window_values(
+            partials.filter(pl.col(TILE_MS) == window.tile_ms).drop(TILE_MS),
+            [ROW], at, window, aggs, rows=rows,
+        )  # fmt: skip
+        columns += [values[feature_column(f.column, f.function)].alias(f.name) for f in group]
+    by_name = {c.name: c for c in columns}
+    return pl.DataFrame([by_name[name] for name in features])
 
 
 def _apply_command(

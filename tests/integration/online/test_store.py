@@ -12,6 +12,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from featurestore.errors import ConfigError
 from featurestore.features.aggregates import as_of, feature_column
 from featurestore.features.definitions import FeatureView
 from featurestore.local.redis_cluster import RedisCluster
@@ -176,3 +177,33 @@ def test_lost_scripts_are_loaded_again(store: RedisOnlineStore) -> None:
     cards = ["card_000000", "card_000001"]
     assert_same(store.read(VIEW, pl.DataFrame({"card_id": cards}), at, FEATURES),
                 offline(frame, cards, at))  # fmt: skip
+
+
+def test_a_version_keeps_its_layout(store: RedisOnlineStore) -> None:
+    store.register(VIEW, TEXT)  # the same layout again: fine
+    changed = VIEW.model_copy(
+        update={"aggregations": [*VIEW.aggregations[:2]]}, deep=True
+    )  # country dropped, same version
+    changed = FeatureView.model_validate(changed.model_dump())
+    with pytest.raises(ConfigError, match="needs a new version"):
+        store.register(changed, {"merchant_id"})
+    bumped = FeatureView.model_validate({**changed.model_dump(), "version": 2})
+    store.register(bumped, {"merchant_id"})
+
+
+def test_several_views_in_one_round_trip_and_null_keys(store: RedisOnlineStore) -> None:
+    frame = events(300, seed=7, cards=3)
+    store.apply(VIEW, frame, "ts")
+    at = BASE + 3 * HOUR
+    cards = pl.DataFrame({"card_id": ["card_000000", None, "card_000002"]})
+    first, second = store.read_many(
+        [(VIEW, ["amount_sum_1h"]), (VIEW, ["country_last_24h", "amount_count_10m"])], cards, at
+    )
+    assert first.columns == ["amount_sum_1h"]
+    assert second.columns == ["country_last_24h", "amount_count_10m"]
+    assert first["amount_sum_1h"][1] == 0.0
+    assert second["country_last_24h"][1] is None
+    expected = offline(frame, ["card_000000", "card_000002"], at)
+    assert first["amount_sum_1h"].gather([0, 2]).to_list() == pytest.approx(
+        expected["amount_sum_1h"].to_list(), rel=1e-9
+    )
