@@ -10,6 +10,7 @@ from featurestore.features.aggregates import (
     TILE,
     Aggregation,
     Value,
+    WindowRead,
     as_of,
     feature_column,
     merge_partials,
@@ -17,6 +18,7 @@ from featurestore.features.aggregates import (
     tile_partials,
     value_names,
     window_values,
+    windows_at,
 )
 from featurestore.features.windows import Window, duration_ms, floor_to_tile, tile_index
 
@@ -26,6 +28,7 @@ __all__ = [
     "Aggregation",
     "Value",
     "Window",
+    "WindowRead",
     "as_of",
     "duration_ms",
     "feature_column",
@@ -36,4 +39,5 @@ __all__ = [
     "tile_partials",
     "value_names",
     "window_values",
+    "windows_at",
 ]

@@ -46,7 +46,7 @@ events and clamped at 0 against rounding.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -170,26 +170,53 @@ def tile_partials(
     )
 
 
-def combine_exprs(names: Sequence[str], sketched: set[str]) -> list[pl.Expr]:
-    """Aggregations merging a group's partial rows (in frame order) into one."""
+_NEEDS: dict[Aggregation, tuple[str, ...]] = {
+    "count": ("count",),
+    "sum": ("sum",),
+    "mean": ("count", "sum"),
+    "std": ("count", "sum", "sumsq"),
+    "min": ("min",),
+    "max": ("max",),
+    "last": ("last", "last_time", "last_offset"),
+    "distinct": ("sketch",),
+}
+
+
+def combine_exprs(
+    names: Sequence[str],
+    sketched: set[str],
+    *,
+    only: Mapping[str, Sequence[Aggregation]] | None = None,
+    where: pl.Expr | None = None,
+    prefix: str = "",
+) -> list[pl.Expr]:
+    """Aggregations merging a group's partial rows (in frame order) into one.
+
+    ``only`` limits the parts to those these aggregations need; ``where`` merges only
+    the rows it selects; outputs are named ``prefix + partial_column(...)``.
+    """
     aggs: list[pl.Expr] = []
     for name in names:
-        col = {part: pl.col(partial_column(name, part)) for part in PARTS}
-        by = [col["last_time"], col["last_offset"]]
-        aggs += [
-            col["count"].sum().alias(partial_column(name, "count")),
-            col["sum"].sum().alias(partial_column(name, "sum")),
-            col["sumsq"].sum().alias(partial_column(name, "sumsq")),
-            col["min"].min().alias(partial_column(name, "min")),
-            col["max"].max().alias(partial_column(name, "max")),
-            *[
-                col[part].sort_by(by, nulls_last=False).last().alias(partial_column(name, part))
-                for part in ("last", "last_time", "last_offset")
-            ],
-        ]
-        if name in sketched:
-            sketch = partial_column(name, "sketch")
-            aggs.append(merge_sketches(pl.col(sketch)).alias(sketch))
+        parts = set(PARTS) | ({"sketch"} if name in sketched else set())
+        if only is not None:
+            parts = {p for agg in only.get(name, ()) for p in _NEEDS[agg]}
+        col = {part: pl.col(partial_column(name, part)) for part in parts | {"last_time"}}
+        if where is not None:
+            col = {part: expr.filter(where) for part, expr in col.items()}
+        merged: dict[str, pl.Expr] = {
+            "count": col["count"].sum() if "count" in parts else pl.lit(None),
+            "sum": col["sum"].sum() if "sum" in parts else pl.lit(None),
+            "sumsq": col["sumsq"].sum() if "sumsq" in parts else pl.lit(None),
+            "min": col["min"].min() if "min" in parts else pl.lit(None),
+            "max": col["max"].max() if "max" in parts else pl.lit(None),
+            "sketch": merge_sketches(col["sketch"]) if "sketch" in parts else pl.lit(None),
+        }
+        if "last" in parts:
+            by = [col["last_time"], col["last_offset"]]
+            for part in ("last", "last_time", "last_offset"):
+                merged[part] = col[part].sort_by(by, nulls_last=False).last()
+        aggs += [merged[part].alias(prefix + partial_column(name, part))
+                 for part in (*PARTS, "sketch") if part in parts]  # fmt: skip
     return aggs
 
 
@@ -207,30 +234,37 @@ def merge_partials(
     return merged.sort([*entity, TILE])
 
 
-def finish_exprs(aggs: Mapping[str, Sequence[Aggregation]]) -> list[pl.Expr]:
-    """Expressions turning combined partials into window values (see module docstring)."""
+def finish_exprs(aggs: Mapping[str, Sequence[Aggregation]], *, prefix: str = "") -> list[pl.Expr]:
+    """Expressions turning combined partials (named ``prefix + partial_column``) into
+    window values named ``prefix + feature_column`` (see the module docstring)."""
     out: list[pl.Expr] = []
     for name, wanted in aggs.items():
         for agg in wanted:
             if agg not in AGGREGATIONS:
                 raise ConfigError(f"unknown aggregation {agg!r}; use one of {AGGREGATIONS}")
-        n = pl.col(partial_column(name, "count")).fill_null(0)
-        s = pl.col(partial_column(name, "sum")).fill_null(0.0)
-        q = pl.col(partial_column(name, "sumsq")).fill_null(0.0)
-        nf = n.cast(pl.Float64)
-        variance = pl.max_horizontal((q - s * s / nf) / (nf - 1.0), pl.lit(0.0))
-        exprs: dict[Aggregation, pl.Expr] = {
-            "count": n,
-            "sum": s,
-            "mean": pl.when(n > 0).then(s / nf),
-            "min": pl.col(partial_column(name, "min")),
-            "max": pl.col(partial_column(name, "max")),
-            "std": pl.when(n >= 2).then(variance.sqrt()),
-            "last": pl.col(partial_column(name, "last")),
-        }
-        if "distinct" in wanted:
-            exprs["distinct"] = estimate(pl.col(partial_column(name, "sketch")))
-        out += [exprs[agg].alias(feature_column(name, agg)) for agg in wanted]
+
+        def part(p: str, name: str = name) -> pl.Expr:
+            return pl.col(prefix + partial_column(name, p))
+
+        def build(agg: Aggregation, part: Callable[[str], pl.Expr] = part) -> pl.Expr:
+            n = part("count").fill_null(0)
+            s = part("sum").fill_null(0.0)
+            nf = n.cast(pl.Float64)
+            if agg == "count":
+                return n
+            if agg == "sum":
+                return s
+            if agg == "mean":
+                return pl.when(n > 0).then(s / nf)
+            if agg == "std":
+                q = part("sumsq").fill_null(0.0)
+                variance = pl.max_horizontal((q - s * s / nf) / (nf - 1.0), pl.lit(0.0))
+                return pl.when(n >= 2).then(variance.sqrt())
+            if agg == "distinct":
+                return estimate(part("sketch"))
+            return part(agg)  # min, max, last
+
+        out += [build(agg).alias(prefix + feature_column(name, agg)) for agg in wanted]
     return out
 
 
@@ -281,6 +315,62 @@ def window_values(
     )
     combined = _combine(selected, [_ROW], list(aggs))
     return _attach(indexed, combined, aggs)
+
+
+@dataclass(frozen=True)
+class WindowRead:
+    """A compiled read of several windows at one time (see `windows_at`); built once per
+    set of (window, aggregations) and reused for every request time."""
+
+    windows: tuple[tuple[Window, Mapping[str, Sequence[Aggregation]]], ...]
+    combine: tuple[pl.Expr, ...]
+    finish: tuple[pl.Expr, ...]
+
+    @classmethod
+    def of(
+        cls,
+        windows: Sequence[tuple[Window, Mapping[str, Sequence[Aggregation]]]],
+        sketched: set[str],
+    ) -> WindowRead:
+        combine: list[pl.Expr] = []
+        finish: list[pl.Expr] = []
+        for i, (_, aggs) in enumerate(windows):
+            mine = pl.col(f"__in{i}")
+            combine += combine_exprs(list(aggs), sketched & set(aggs), only=aggs, where=mine,
+                                     prefix=f"w{i}|")  # fmt: skip
+            finish += finish_exprs(aggs, prefix=f"w{i}|")
+        return cls(tuple(windows), tuple(combine), tuple(finish))
+
+    def column(self, index: int, name: str, agg: Aggregation) -> str:
+        """The output column of one window's feature."""
+        return f"w{index}|{feature_column(name, agg)}"
+
+
+def windows_at(
+    partials: pl.LazyFrame, key: str, rows: pl.LazyFrame, at: int, read: WindowRead,
+    *, tile_ms_col: str,
+) -> pl.LazyFrame:  # fmt: skip
+    """Window values of several windows at ONE time ``at``, in one pass.
+
+    ``partials`` hold tiles of several granularities (``tile_ms_col``) per ``key``. At a
+    single time each window's tiles are a constant range, so every window is one
+    filtered aggregation of the same group-by; rows of ``rows`` (one per ``key``) with
+    no tiles get empty-window values. Tiles must hold no event later than ``at``.
+    Columns: ``rows``' own, then `WindowRead.column` per window and feature.
+    """
+    masks = [
+        (pl.col(tile_ms_col) == w.tile_ms)
+        & pl.col(TILE).is_between(w.first_tile(at), w.tile_of(at))
+        for w, _ in read.windows
+    ]
+    merged = (
+        partials.sort(key, TILE)
+        .with_columns(*[m.alias(f"__in{i}") for i, m in enumerate(masks)])
+        .group_by(key)
+        .agg(*read.combine)
+    )
+    joined = rows.join(merged, on=key, how="left", maintain_order="left")
+    return joined.select(*rows.collect_schema().names(), *read.finish)
 
 
 def as_of(

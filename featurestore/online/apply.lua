@@ -5,7 +5,7 @@
 -- ARGV[1]  key TTL in ms      ARGV[2] layout: one char per value, 'p' plain, 's' sketched
 -- ARGV[3]  segment count      ARGV[4] prune count      ARGV[5] sketch size K
 -- then per segment:  offset field, min offset, max offset, tile field, record
--- then per prune:    tile field prefix ("<g>:"), oldest tile index to keep
+-- then per prune:    tile field prefix ("<g>,"), oldest tile index to keep
 --
 -- Returns the number of segments applied (0: all were applied before), or -1 when a
 -- segment straddles the stored offset (a replay cut at other batch boundaries): the

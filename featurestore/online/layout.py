@@ -4,7 +4,7 @@ One hash per (view, version, entity)::
 
     key     <prefix>:<view>:v<version>:<entity key>      entity key = join-key values
                                                           joined by U+001F
-    field   "<tile ms>:<tile index>"  -> one tile's record (see below)
+    field   "<tile ms>,<tile index>"  -> one tile's record (see below)
     field   "o:<topic>:<partition>"   -> highest source offset applied to this hash
 
 A record is one tile's partials for every value of the view, in `FeatureView.values`
@@ -33,9 +33,10 @@ from featurestore.features.definitions import FeatureView
 ENTITY_SEPARATOR = "\x1f"
 ROW = "__entity"
 TILE_MS = "__tile_ms"
-_NUMERIC_PARTS = {"count": pl.Int64, "sum": pl.Float64, "sumsq": pl.Float64,
-                  "min": pl.Float64, "max": pl.Float64, "last_time": pl.Int64,
-                  "last_offset": pl.Int64}  # fmt: skip
+_NUMERIC_PARTS: dict[str, type[pl.DataType]] = {
+    "count": pl.Int64, "sum": pl.Float64, "sumsq": pl.Float64, "min": pl.Float64,
+    "max": pl.Float64, "last_time": pl.Int64, "last_offset": pl.Int64,
+}  # fmt: skip
 
 
 def view_prefix(prefix: str, view: FeatureView, version: int | None = None) -> str:
@@ -76,30 +77,36 @@ def record_expr(view: FeatureView, text_values: set[str]) -> pl.Expr:
 
 
 def decode_records(payload: bytes, view: FeatureView, text_values: set[str]) -> pl.DataFrame:
-    """CSV lines from ``read.lua`` as an engine partial frame with ``__row``, ``__tile_ms``
-    and ``tile`` columns."""
+    """CSV lines from ``read.lua`` as an engine partial frame with ``__entity``,
+    ``__tile_ms`` and ``tile`` columns. Numbers are typed by the CSV reader itself; only
+    text ``last`` values (hex) and sketches need a second step."""
+    schema: dict[str, pl.DataType] = {ROW: pl.Int64(), TILE_MS: pl.Int64(), TILE: pl.Int64()}
+    after: list[pl.Expr] = []
+    for name, value in view.values.items():
+        for part, dtype in _NUMERIC_PARTS.items():
+            schema[partial_column(name, part)] = dtype()
+        last = partial_column(name, "last")
+        schema[last] = pl.String() if name in text_values else pl.Float64()
+        if name in text_values:
+            after.append(pl.col(last).str.decode("hex").cast(pl.String))
+        if value.distinct:
+            sketch = partial_column(name, "sketch")
+            schema[sketch] = pl.String()
+            hashes = pl.col(sketch).str.split(" ").cast(pl.List(pl.UInt64))
+            after.append(hashes.fill_null(pl.lit([], pl.List(pl.UInt64))))
+    ordered = {c: schema[c] for c in _column_order(view)}
+    if not payload:
+        raw = pl.DataFrame(schema=ordered)
+    else:
+        raw = pl.read_csv(io.BytesIO(payload), has_header=False, schema=ordered,
+                          quote_char=None)  # fmt: skip
+    return raw.with_columns(after) if after else raw
+
+
+def _column_order(view: FeatureView) -> list[str]:
     columns = [ROW, TILE_MS, TILE]
     for name, value in view.values.items():
         columns += [partial_column(name, part) for part in PARTS]
         if value.distinct:
             columns.append(partial_column(name, "sketch"))
-    schema = {c: pl.String for c in columns} | {ROW: pl.Int64, TILE_MS: pl.Int64, TILE: pl.Int64}
-    if not payload:
-        raw = pl.DataFrame(schema=schema)
-    else:
-        raw = pl.read_csv(io.BytesIO(payload), has_header=False, new_columns=columns,
-                          schema=schema, quote_char=None)  # fmt: skip
-    casts: list[pl.Expr] = []
-    for name, value in view.values.items():
-        for part, dtype in _NUMERIC_PARTS.items():
-            casts.append(pl.col(partial_column(name, part)).cast(dtype))
-        last = pl.col(partial_column(name, "last"))
-        if name in text_values:
-            casts.append(last.str.decode("hex").cast(pl.String))
-        else:
-            casts.append(last.cast(pl.Float64))
-        if value.distinct:
-            sketch = pl.col(partial_column(name, "sketch"))
-            hashes = sketch.str.split(" ").cast(pl.List(pl.UInt64))
-            casts.append(hashes.fill_null(pl.lit([], pl.List(pl.UInt64))))
-    return raw.with_columns(casts)
+    return columns

@@ -31,10 +31,11 @@ from redis.exceptions import NoScriptError
 from featurestore.errors import ConfigError
 from featurestore.features.aggregates import (
     TILE,
+    Aggregation,
+    WindowRead,
     epoch_ms,
-    feature_column,
     tile_partials,
-    window_values,
+    windows_at,
 )
 from featurestore.features.definitions import FeatureView
 from featurestore.features.sketch import K
@@ -86,6 +87,7 @@ class RedisOnlineStore:
         self.pipeline_size = pipeline_size
         self._apply_sha = self._read_sha = ""
         self._text: dict[tuple[str, int], set[str]] = {}
+        self._reads: dict[tuple[str, int, tuple[str, ...]], tuple[WindowRead, list[pl.Expr]]] = {}
         self._load_scripts()
 
     def _load_scripts(self) -> None:
@@ -179,7 +181,7 @@ class RedisOnlineStore:
                         pl.col(_OFIELD),
                         pl.col("__lo").cast(pl.String),
                         pl.col("__hi").cast(pl.String),
-                        pl.lit(f"{g}:") + pl.col(TILE).cast(pl.String),
+                        pl.lit(f"{g},") + pl.col(TILE).cast(pl.String),
                         record_expr(view, text),
                     ).alias("__args"),
                 )
@@ -188,7 +190,7 @@ class RedisOnlineStore:
             prunes.append(
                 segment.group_by(_KEY).agg(
                     pl.concat_list(
-                        pl.lit(f"{g}:"), (pl.col(TILE).max() - keep).cast(pl.String)
+                        pl.lit(f"{g},"), (pl.col(TILE).max() - keep).cast(pl.String)
                     ).alias("__prune")
                 )
             )
@@ -268,33 +270,42 @@ class RedisOnlineStore:
         for view, _ in requests:
             commands += self._read_commands(view, entities)
         replies = self._pipelined(commands)
-        out = []
+        n = entities.height
+        rows = pl.LazyFrame({ROW: pl.int_range(n, eager=True, dtype=pl.Int64)})
+        queries, renames = [], []
         for i, (view, features) in enumerate(requests):
-            mine = replies[i * entities.height : (i + 1) * entities.height]
-            partials = decode_records(b"".join(mine), view, self.text_values(view))
-            out.append(_window_features(view, partials, entities.height, at, features))
-        return out
+            partials = decode_records(b"".join(replies[i * n : (i + 1) * n]), view,
+                                      self.text_values(view))  # fmt: skip
+            read, columns = self._compiled(view, tuple(features))
+            queries.append(windows_at(partials.lazy(), ROW, rows, at, read, tile_ms_col=TILE_MS))
+            renames.append(columns)
+        frames = pl.collect_all(queries)
+        return [frame.select(columns) for frame, columns in zip(frames, renames, strict=True)]
 
-
-def _window_features(
-    view: FeatureView, partials: pl.DataFrame, n: int, at: int, features: Sequence[str]
-) -> pl.DataFrame:
-    """The engine's window values of ``features`` at ``at`` for entity rows 0..n-1."""
-    rows = pl.DataFrame({ROW: pl.int_range(n, eager=True, dtype=pl.Int64)})
-    columns: list[pl.Series] = []
-    wanted = [view.feature(name) for name in features]
-    for window in sorted({f.window for f in wanted}, key=lambda w: (w.tile_ms, w.length_ms)):
-        group = [f for f in wanted if f.window == window]
-        aggs: dict[str, list[Any]] = {}
-        for f in group:
-            aggs.setdefault(f.column, []).append(f.function)
-        values = window_values(
-            partials.filter(pl.col(TILE_MS) == window.tile_ms).drop(TILE_MS),
-            [ROW], at, window, aggs, rows=rows,
-        )  # fmt: skip
-        columns += [values[feature_column(f.column, f.function)].alias(f.name) for f in group]
-    by_name = {c.name: c for c in columns}
-    return pl.DataFrame([by_name[name] for name in features])
+    def _compiled(
+        self, view: FeatureView, features: tuple[str, ...]
+    ) -> tuple[WindowRead, list[pl.Expr]]:
+        """The engine's one-pass read of these features, built once per (view, features)."""
+        key = (view.name, view.version, features)
+        cached = self._reads.get(key)
+        if cached is None:
+            wanted = [view.feature(name) for name in features]
+            windows = sorted({f.window for f in wanted}, key=lambda w: (w.tile_ms, w.length_ms))
+            specs = []
+            for window in windows:
+                aggs: dict[str, list[Aggregation]] = {}
+                for f in wanted:
+                    if f.window == window and f.function not in aggs.get(f.column, []):
+                        aggs.setdefault(f.column, []).append(f.function)
+                specs.append((window, aggs))
+            sketched = {n for n, v in view.values.items() if v.distinct}
+            read = WindowRead.of(specs, sketched)
+            columns = [
+                pl.col(read.column(windows.index(f.window), f.column, f.function)).alias(f.name)
+                for f in wanted
+            ]
+            cached = self._reads[key] = (read, columns)
+        return cached
 
 
 def _apply_command(

@@ -158,13 +158,13 @@ def test_ttl_and_pruning(store: RedisOnlineStore, redis_prefix: str) -> None:
     ttl = store.client.pttl(key)
     assert VIEW.ttl_ms - 60_000 < ttl <= VIEW.ttl_ms
     fields_before = {f.decode() for f in store.client.hkeys(key)}
-    assert any(f.startswith("60000:") for f in fields_before)
+    assert any(f.startswith("60000,") for f in fields_before)
     # Two days later: every 1m tile is far out of retention (10m + 30m) and goes.
     later = frame.slice(0, 1).with_columns(
         pl.col("ts") + pl.duration(days=2), pl.col("_offset") + 100_000
     )
     store.apply(VIEW, later, "ts")
-    minute_tiles = [f for f in map(bytes.decode, store.client.hkeys(key)) if f.startswith("60000:")]
+    minute_tiles = [f for f in map(bytes.decode, store.client.hkeys(key)) if f.startswith("60000,")]
     assert len(minute_tiles) == 1
 
 
