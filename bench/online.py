@@ -20,11 +20,12 @@ Then, in-process, rounds that run every kind once, in a shuffled order, so noise
   raw 100   reference, no target: HGETALL of the very 5 x 100 hashes `ours 100` reads, one
             pipeline per view, replies parsed by hiredis and dropped (what the data cost)
 Each lookup of ours is split into redis (the pipelined EVALSHA of read.lua, `_pipelined`),
-decode (entity keys, then `decode_records`: reply CSV -> partial frame) and merge (the
-rest: `windows_at`, every window of a view in one pass, and finishing). Redis' own time per
-command over the rounds comes from INFO commandstats. Targets: ours 1 p99 within 2x floor A p99, ours 100 p99 within 3x floor
-B p99. After the rounds: the sizes of the hashes read (tile fields, reply bytes), served values
-checked against the raw events, and a cProfile of a few lookups (top costs).
+decode (entity keys, then `decode_records`: reply CSV -> partial frame) and merge (the rest:
+`windows_at`, every window of a view in one pass, and finishing). Redis' own time per command
+over the rounds comes from INFO commandstats. Targets: ours 1 p99 within 2x floor A p99, ours
+100 p99 within 3x floor B p99. After the rounds: the sizes of the hashes read (tile fields,
+reply bytes), served values checked against the raw events, and a cProfile of a few lookups (top
+costs).
 
 The machine is shared and noisy: compare ratios within one run.
 
