@@ -34,6 +34,7 @@ from featurestore.online import RedisOnlineStore, connect
 from featurestore.stream import ConsumerDefinition, ConsumerRuntime
 from featurestore.stream.dlq_tools import show
 from tests.conftest import Services
+from tests.frames import assert_close
 from tests.integration.registry.conftest import RunningRegistry
 
 pytestmark = pytest.mark.integration
@@ -153,16 +154,6 @@ def values_at(store: RedisOnlineStore, d: ConsumerDefinition, cards: list[str],
               at: int) -> pl.DataFrame:  # fmt: skip
     view = d.views[0]
     return store.read(view, pl.DataFrame({"card_id": cards}), at, [f.name for f in view.features])
-
-
-def assert_close(got: pl.DataFrame, want: pl.DataFrame) -> None:
-    assert got.columns == want.columns
-    for name in got.columns:
-        for a, b in zip(got[name].to_list(), want[name].to_list(), strict=True):
-            if isinstance(a, float) and isinstance(b, float):
-                assert a == pytest.approx(b, rel=1e-9, abs=1e-9), name
-            else:
-                assert a == b, name
 
 
 def test_online_equals_point_in_time_offline_for_a_random_stream(

@@ -15,18 +15,9 @@ from featurestore.local.redis_cluster import RedisCluster
 from featurestore.online.connection import connect
 from tests.conftest import Services
 from tests.integration.online.conftest import PASSWORD, TlsServer
+from tests.integration.test_redis import GUARDED_INCREMENT
 
 pytestmark = pytest.mark.integration
-
-# The online store's shape of update: one hash, guarded by the source offset.
-# KEYS[1] = hash; ARGV[1] = offset field; ARGV[2] = offset; then field/increment pairs.
-GUARDED_INCREMENT = """
-local applied = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
-if tonumber(ARGV[2]) <= applied then return 0 end
-for i = 3, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
 
 
 def test_redis_url_reaches_the_session_server(services: Services, redis_prefix: str) -> None:

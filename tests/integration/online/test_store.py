@@ -17,6 +17,7 @@ from featurestore.features.aggregates import as_of, feature_column
 from featurestore.features.definitions import FeatureView
 from featurestore.local.redis_cluster import RedisCluster
 from featurestore.online import RedisOnlineStore, connect
+from tests.frames import assert_close
 
 pytestmark = pytest.mark.integration
 
@@ -69,16 +70,6 @@ def offline(frame: pl.DataFrame, cards: list[str], at: int) -> pl.DataFrame:
     return pl.DataFrame(columns)
 
 
-def assert_same(online: pl.DataFrame, expected: pl.DataFrame) -> None:
-    assert online.columns == expected.columns
-    for name in online.columns:
-        for got, want in zip(online[name].to_list(), expected[name].to_list(), strict=True):
-            if isinstance(got, float) and isinstance(want, float):
-                assert got == pytest.approx(want, rel=1e-9, abs=1e-9), name
-            else:
-                assert got == want, name
-
-
 @pytest.fixture(params=["standalone", "cluster"])
 def store(
     request: pytest.FixtureRequest, services: Any, redis_prefix: str
@@ -106,7 +97,7 @@ def test_online_equals_offline_at_several_times(store: RedisOnlineStore) -> None
         store.apply(VIEW, batch, "ts")
     for at in (BASE + 3 * HOUR, BASE + 3 * HOUR + 7 * MINUTE, BASE + 4 * HOUR, BASE + 30 * HOUR):
         cards = pl.DataFrame({"card_id": CARDS})
-        assert_same(store.read(VIEW, cards, at, FEATURES), offline(frame, CARDS, at))
+        assert_close(store.read(VIEW, cards, at, FEATURES), offline(frame, CARDS, at))
 
 
 def test_values_decay_without_new_events(store: RedisOnlineStore) -> None:
@@ -134,7 +125,7 @@ def test_replays_never_double_count(store: RedisOnlineStore) -> None:
     # A replay cut elsewhere (after a crash): straddles the stored offsets, resent per event.
     straddle = store.apply(VIEW, frame.slice(600, 1400), "ts")
     assert straddle.resent_entities > 0
-    assert_same(store.read(VIEW, cards, at, FEATURES), offline(frame, CARDS, at))
+    assert_close(store.read(VIEW, cards, at, FEATURES), offline(frame, CARDS, at))
 
 
 def test_late_events_within_retention_update_their_tile(store: RedisOnlineStore) -> None:
@@ -148,7 +139,7 @@ def test_late_events_within_retention_update_their_tile(store: RedisOnlineStore)
     at = BASE + 3 * HOUR + MINUTE
     cards = ["card_000000", "card_000001"]
     got = store.read(VIEW, pl.DataFrame({"card_id": cards}), at, FEATURES)
-    assert_same(got, offline(both, cards, at))
+    assert_close(got, offline(both, cards, at))
 
 
 def test_ttl_and_pruning(store: RedisOnlineStore, redis_prefix: str) -> None:
@@ -175,7 +166,7 @@ def test_lost_scripts_are_loaded_again(store: RedisOnlineStore) -> None:
     store.client.script_flush()
     at = BASE + 3 * HOUR
     cards = ["card_000000", "card_000001"]
-    assert_same(store.read(VIEW, pl.DataFrame({"card_id": cards}), at, FEATURES),
+    assert_close(store.read(VIEW, pl.DataFrame({"card_id": cards}), at, FEATURES),
                 offline(frame, cards, at))  # fmt: skip
 
 
