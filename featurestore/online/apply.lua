@@ -15,6 +15,7 @@ local key = KEYS[1]
 local layout = ARGV[2]
 local nseg, nprune, K = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local BASE = 6
+local PRUNE_EVERY = 8
 
 local applied = {}
 for i = 0, nseg - 1 do
@@ -49,16 +50,20 @@ end
 local function lt(x, y) return x < y end
 local function gt(x, y) return x > y end
 
+-- Sketch hashes are written zero-padded to 16 digits, so string order is numeric order
+-- and a merge needs no number conversions.
 local function union(a, b)
+  if a == '' then return b end
+  if b == '' then return a end
   local xs, ys, out = {}, {}, {}
-  for h in string.gmatch(a, '%d+') do xs[#xs + 1] = tonumber(h) end
-  for h in string.gmatch(b, '%d+') do ys[#ys + 1] = tonumber(h) end
-  local i, j, last = 1, 1, nil
-  while #out < K and (i <= #xs or j <= #ys) do
+  for h in string.gmatch(a, '%d+') do xs[#xs + 1] = h end
+  for h in string.gmatch(b, '%d+') do ys[#ys + 1] = h end
+  local i, j, n, last = 1, 1, 0, nil
+  while n < K and (i <= #xs or j <= #ys) do
     local v
     if j > #ys or (i <= #xs and xs[i] <= ys[j]) then v = xs[i]; i = i + 1
     else v = ys[j]; j = j + 1 end
-    if v ~= last then out[#out + 1] = string.format('%d', v); last = v end
+    if v ~= last then n = n + 1; out[n] = v; last = v end
   end
   return table.concat(out, ' ')
 end
@@ -99,7 +104,9 @@ for i = 0, nseg - 1 do
       redis.call('HSET', key, field, merge(old, record))
     else
       redis.call('HSET', key, field, record)
-      created = true
+      -- Pruning scans every field: amortise it over tiles (1 in PRUNE_EVERY new tiles).
+      local index = tonumber(string.match(field, ',(-?%d+)$'))
+      if index % PRUNE_EVERY == 0 then created = true end
     end
     local hi = tonumber(ARGV[j + 2])
     if newest[f] == nil or hi > newest[f] then newest[f] = hi end
@@ -109,7 +116,9 @@ end
 if written == 0 then return 0 end
 for f, hi in pairs(newest) do redis.call('HSET', key, f, string.format('%d', hi)) end
 
--- A new tile appeared: drop tiles that fell out of their granularity's retention.
+-- A new tile appeared (one in PRUNE_EVERY): drop tiles that fell out of their
+-- granularity's retention. Reads select tiles by window, so a tile kept a little longer
+-- changes no value; pruning only bounds the hash.
 if created and nprune > 0 then
   local base = BASE + nseg * 5
   for _, field in ipairs(redis.call('HKEYS', key)) do

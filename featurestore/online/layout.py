@@ -14,8 +14,10 @@ order, as comma-separated tokens per value::
 
 Numbers are written in shortest round-trip form (Polars) or ``%.17g`` (Lua), so every
 double survives exactly; an empty token is null; a text ``last`` is hex-encoded so it
-can hold any character; a sketch is its hashes in ascending order, space-separated,
-present only for values with a distinct count (layout char ``s``, otherwise ``p``).
+can hold any character; a sketch is its hashes in ascending order, zero-padded to 16
+digits (string order is numeric order, so Lua merges them as strings) and
+space-separated, present only for values with a distinct count (layout char ``s``,
+otherwise ``p``).
 
 Invariants: records are only ever merged by ``apply.lua`` with the engine's merge laws
 (`featurestore.features.aggregates`); a record decoded here is an engine partial row.
@@ -68,7 +70,8 @@ def record_tokens(view: FeatureView, text_values: set[str]) -> list[pl.Expr]:
             tokens.append(col.cast(pl.String).fill_null(""))
         if value.distinct:
             sketch = pl.col(partial_column(name, "sketch"))
-            tokens.append(sketch.cast(pl.List(pl.String)).list.join(" ").fill_null(""))
+            padded = sketch.cast(pl.List(pl.String)).list.eval(pl.element().str.zfill(16))
+            tokens.append(padded.list.join(" ").fill_null(""))
     return tokens
 
 

@@ -150,13 +150,18 @@ def test_ttl_and_pruning(store: RedisOnlineStore, redis_prefix: str) -> None:
     assert VIEW.ttl_ms - 60_000 < ttl <= VIEW.ttl_ms
     fields_before = {f.decode() for f in store.client.hkeys(key)}
     assert any(f.startswith("60000,") for f in fields_before)
-    # Two days later: every 1m tile is far out of retention (10m + 30m) and goes.
-    later = frame.slice(0, 1).with_columns(
-        pl.col("ts") + pl.duration(days=2), pl.col("_offset") + 100_000
+    # Two days later, one event a minute for 8 minutes: pruning runs on one new tile in 8,
+    # and every older 1m tile is far out of retention (10m + 30m) and goes.
+    later = pl.concat(
+        frame.slice(0, 1).with_columns(
+            pl.col("ts") + pl.duration(days=2, minutes=m), pl.col("_offset") + 100_000 + m
+        )
+        for m in range(8)
     )
-    store.apply(VIEW, later, "ts")
+    for m in range(8):
+        store.apply(VIEW, later.slice(m, 1), "ts")
     minute_tiles = [f for f in map(bytes.decode, store.client.hkeys(key)) if f.startswith("60000,")]
-    assert len(minute_tiles) == 1
+    assert len(minute_tiles) == 8  # the new ones only
 
 
 def test_lost_scripts_are_loaded_again(store: RedisOnlineStore) -> None:
@@ -198,3 +203,17 @@ def test_several_views_in_one_round_trip_and_null_keys(store: RedisOnlineStore) 
     assert first["amount_sum_1h"].gather([0, 2]).to_list() == pytest.approx(
         expected["amount_sum_1h"].to_list(), rel=1e-9
     )
+
+
+def test_sketches_beyond_k_merge_in_redis_as_offline(store: RedisOnlineStore) -> None:
+    frame = events(3000, seed=9, cards=1).with_columns(
+        pl.format("m{}", pl.int_range(pl.len()) * 7919 % 2500).alias("merchant_id")
+    )
+    for batch in frame.iter_slices(400):  # every batch merges into full sketches
+        store.apply(VIEW, batch, "ts")
+    at = BASE + 3 * HOUR
+    got = store.read(VIEW, pl.DataFrame({"card_id": ["card_000000"]}), at,
+                     ["merchant_id_distinct_1h"])  # fmt: skip
+    want = offline(frame, ["card_000000"], at).select("merchant_id_distinct_1h")
+    assert got.equals(want)
+    assert got.item() > 256  # an estimate, not an exact count: the sketch was full
