@@ -220,9 +220,15 @@ def combine_exprs(
     return aggs
 
 
-def _combine(frame: pl.DataFrame, keys: list[str], names: Sequence[str]) -> pl.DataFrame:
+def _combine(
+    frame: pl.DataFrame,
+    keys: list[str],
+    names: Sequence[str],
+    only: Mapping[str, Sequence[Aggregation]] | None = None,
+) -> pl.DataFrame:
     sketched = {n for n in names if has_sketch(frame, n)}
-    return frame.group_by(keys, maintain_order=True).agg(combine_exprs(names, sketched))
+    exprs = combine_exprs(names, sketched, only=only)
+    return frame.group_by(keys, maintain_order=True).agg(exprs)
 
 
 def merge_partials(
@@ -427,5 +433,5 @@ def as_of(
     current = tile_partials(current_events, [_ROW], time_col, sources, window.tile_ms,
                             offset_col=offset_col)  # fmt: skip
     merged = pl.concat([whole, current.select(whole.columns)]).sort(_ROW, TILE)
-    combined = _combine(merged, [_ROW], list(aggs))
+    combined = _combine(merged, [_ROW], list(aggs), only=aggs)
     return _attach(indexed, combined, aggs)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -78,10 +79,36 @@ class EventWriter:
         return final
 
 
-def scan_events(root: str, subject: str) -> pl.LazyFrame:
-    """All events of ``subject``, each (topic, partition, offset) once, ``event_date`` as a
-    column from the hive partitioning."""
+def scan_events(
+    root: str,
+    subject: str,
+    *,
+    columns: list[str] | None = None,
+    event_time: str | None = None,
+    between: tuple[int, int] | None = None,
+    entities: pl.DataFrame | None = None,
+) -> pl.LazyFrame:
+    """Events of ``subject``, each (topic, partition, offset) once, ``event_date`` as a
+    column from the hive partitioning.
+
+    Optional narrowing, applied before the dedupe so it prunes files and rows: only
+    ``columns`` (plus the source columns), only event times (epoch ms, inclusive)
+    ``between`` (on ``event_time``; whole days of partitions are skipped), only rows
+    whose entity keys appear in ``entities``.
+    """
     base = f"{root.rstrip('/')}/{subject}" if "://" in root else str(Path(root).resolve() / subject)
-    return pl.scan_parquet(f"{base}/**/*.parquet", hive_partitioning=True).unique(
-        subset=list(SOURCE_COLUMNS), keep="first"
-    )
+    scan = pl.scan_parquet(f"{base}/**/*.parquet", hive_partitioning=True)
+    if between is not None:
+        if event_time is None:
+            raise ValueError("`between` needs the `event_time` column")
+        first, last = (datetime.fromtimestamp(ms / 1000, UTC).date() for ms in between)
+        lo, hi = (pl.from_epoch(pl.lit(ms), time_unit="ms").dt.replace_time_zone("UTC")
+                  for ms in between)  # fmt: skip
+        scan = scan.filter(
+            pl.col(DATE_COLUMN).is_between(first, last), pl.col(event_time).is_between(lo, hi)
+        )
+    if columns is not None:
+        scan = scan.select(sorted({*columns, *SOURCE_COLUMNS}))
+    if entities is not None:
+        scan = scan.join(entities.lazy(), on=entities.columns, how="semi")
+    return scan.unique(subset=list(SOURCE_COLUMNS), keep="first")

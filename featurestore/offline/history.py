@@ -7,10 +7,11 @@ its entity with event time in ``[floor_g(t) - W + g, t]``, which is what an onli
 at t returns. No leakage (nothing after t), no dropped or reordered rows, duplicate
 (key, timestamp) rows kept, entities without events get empty-window values.
 
-Memory: events are scanned lazily, only for the entities and the time span the rows
-need (longest window before the earliest row up to the latest row), and rows are
-processed in chunks, so the working set is one chunk's rows and their entities' tiles,
-not the whole history.
+Memory: events are scanned lazily, once per source subject and chunk of rows, only for
+the chunk's entities and the time span it needs (longest window before its earliest row
+up to its latest; whole days of partitions are skipped), and tiles are computed once per
+granularity; so the working set is one chunk's rows and their entities' events and
+tiles, not the whole history.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from typing import Any
 import polars as pl
 
 from featurestore.errors import ConfigError
-from featurestore.features.aggregates import as_of, feature_column, tile_partials
+from featurestore.features.aggregates import (
+    Aggregation,
+    Value,
+    as_of,
+    epoch_ms,
+    feature_column,
+    tile_partials,
+)
 from featurestore.features.definitions import Feature, FeatureView, split_ref
 from featurestore.offline.events import scan_events
 
@@ -77,29 +85,23 @@ def get_historical_features(
     names = [f"{v}__{f.name}" if full_feature_names else f.name for v, f in wanted]
     if len(set(names)) != len(names):
         raise ConfigError("two requested features share a name; pass full_feature_names=True")
+    groups: dict[tuple[str, tuple[str, ...]], list[tuple[str, Feature]]] = {}
+    for view_name, feature in wanted:
+        view = views[view_name]
+        keys = tuple(_keys(view, join_keys, rows))
+        groups.setdefault((view.source, keys), []).append((view_name, feature))
     out: list[pl.DataFrame] = []
     for start in range(0, max(rows.height, 1), chunk_rows):
         chunk = rows.slice(start, chunk_rows)
-        columns = [chunk]
-        by_view: dict[str, list[Feature]] = {}
-        for view_name, feature in wanted:
-            by_view.setdefault(view_name, []).append(feature)
         computed: dict[tuple[str, str], pl.Series] = {}
-        for view_name, view_features in by_view.items():
-            view = views[view_name]
-            keys = _keys(view, join_keys, chunk)
-            subject_time = event_time if isinstance(event_time, str) else event_time[view.source]
-            values = _view_values(view, view_features, chunk, keys, timestamp_column,
-                                  offline_root, subject_time)  # fmt: skip
-            computed.update({(view_name, s.name): s for s in values})
+        for (source, keys), refs in groups.items():
+            subject_time = event_time if isinstance(event_time, str) else event_time[source]
+            computed |= _source_values(source, list(keys), refs, chunk, timestamp_column,
+                                       offline_root, subject_time)  # fmt: skip
             if progress is not None:
-                progress(chunk.height)
-        columns.append(
-            pl.DataFrame(
-                [computed[(v, f.name)].alias(n) for (v, f), n in zip(wanted, names, strict=True)]
-            )
-        )
-        out.append(pl.concat(columns, how="horizontal"))
+                progress(chunk.height * len({v for v, _ in refs}))
+        columns = [computed[(v, f.name)].alias(n) for (v, f), n in zip(wanted, names, strict=True)]
+        out.append(chunk.hstack(columns))
     return pl.concat(out) if out else rows
 
 
@@ -127,67 +129,53 @@ def _keys(view: FeatureView, join_keys: Mapping[str, list[str]], rows: pl.DataFr
     return keys
 
 
-def _view_values(  # noqa: PLR0917 - private, called once
-    view: FeatureView,
-    features: list[Feature],
-    rows: pl.DataFrame,
+def _source_values(  # noqa: PLR0917 - private, called once
+    source: str,
     keys: list[str],
+    refs: list[tuple[str, Feature]],
+    rows: pl.DataFrame,
     at: str,
     offline_root: str,
     event_time: str,
-) -> list[pl.Series]:
-    """One view's requested features for a chunk of rows."""
+) -> dict[tuple[str, str], pl.Series]:
+    """Every requested feature of one source subject for a chunk of rows: the events are
+    scanned once, tiles computed once per granularity, then `as_of` per window."""
     probe = rows.select(*keys, pl.col(at))
     times = probe.get_column(at)
     if isinstance(times.dtype, pl.Datetime) and times.dtype.time_zone is None:
         probe = probe.with_columns(pl.col(at).dt.replace_time_zone("UTC"))
+    features = [f for _, f in refs]
     longest = max(f.window.length_ms for f in features)
-    events = _events_for(view, features, probe, keys, at, offline_root, event_time, longest)
-    out: list[pl.Series] = []
-    for window in {f.window for f in features}:
-        group = [f for f in features if f.window == window]
-        aggs: dict[str, list[Any]] = {}
-        for f in group:
-            aggs.setdefault(f.column, []).append(f.function)
-        values = {c: view.values[c] for c in aggs}
-        tiles = tile_partials(
-            events, keys, event_time, values, window.tile_ms, offset_col="_offset"
+    span = probe.select(epoch_ms(probe.schema, at).min().alias("lo"),
+                        epoch_ms(probe.schema, at).max().alias("hi")).row(0)  # fmt: skip
+    columns = list(dict.fromkeys([*keys, event_time, "_offset", *(f.column for f in features)]))
+    between = None if span[0] is None else (span[0] - longest, span[1])
+    events = (
+        scan_events(
+            offline_root,
+            source,
+            columns=columns,
+            event_time=event_time,
+            between=between,
+            entities=probe.select(keys).unique(),
         )
-        result = as_of(events, probe, keys, event_time, window, aggs=aggs, at=at,
-                       value_cols=values, offset_col="_offset", tiles=tiles)  # fmt: skip
-        out += [result[feature_column(f.column, f.function)].alias(f.name) for f in group]
+        .select(columns)
+        .collect(engine="streaming")
+    )
+    out: dict[tuple[str, str], pl.Series] = {}
+    for tile_ms in sorted({f.window.tile_ms for f in features}):
+        mine = [(v, f) for v, f in refs if f.window.tile_ms == tile_ms]
+        distinct = {f.column for _, f in mine if f.function == "distinct"}
+        values = {f.column: Value(f.column, f.column in distinct) for _, f in mine}
+        tiles = tile_partials(events, keys, event_time, values, tile_ms, offset_col="_offset")
+        for window in {f.window for _, f in mine}:
+            aggs: dict[str, list[Aggregation]] = {}
+            for _, f in mine:
+                if f.window == window and f.function not in aggs.get(f.column, []):
+                    aggs.setdefault(f.column, []).append(f.function)
+            result = as_of(events, probe, keys, event_time, window, aggs=aggs, at=at,
+                           value_cols=values, offset_col="_offset", tiles=tiles)  # fmt: skip
+            for view_name, f in mine:
+                if f.window == window:
+                    out[(view_name, f.name)] = result[feature_column(f.column, f.function)]
     return out
-
-
-def _events_for(  # noqa: PLR0917 - private, called once
-    view: FeatureView,
-    features: list[Feature],
-    probe: pl.DataFrame,
-    keys: list[str],
-    at: str,
-    offline_root: str,
-    event_time: str,
-    longest_ms: int,
-) -> pl.DataFrame:
-    """The validated events these rows can see: their entities, within the time span."""
-    columns = {*keys, event_time, "_offset", *(f.column for f in features)}
-    times = probe.select(pl.col(at).min().alias("lo"), pl.col(at).max().alias("hi")).row(0)
-    scan = scan_events(offline_root, view.source)
-    wanted_keys = probe.select(keys).unique()
-    lazy = scan.select(sorted(columns)).join(wanted_keys.lazy(), on=keys, how="semi")
-    if times[0] is not None:
-        lo, hi = times
-        if isinstance(lo, int):
-            lo_t = pl.from_epoch(pl.lit(lo - longest_ms), time_unit="ms").dt.replace_time_zone(
-                "UTC"
-            )
-            hi_t = pl.from_epoch(pl.lit(hi), time_unit="ms").dt.replace_time_zone("UTC")
-        else:
-            lo_t = pl.lit(lo) - pl.duration(milliseconds=longest_ms)
-            hi_t = pl.lit(hi)
-        lazy = lazy.filter(pl.col(event_time).is_between(lo_t, hi_t))
-    return lazy.collect()
-
-
-def _utc_ms(ms: int) -> pl.Expr:
-    return pl.from_epoch(pl.lit(ms), time_unit="ms").dt.replace_time_zone("UTC")
