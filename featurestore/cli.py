@@ -373,11 +373,10 @@ def history(  # noqa: PLR0917 - typer options
     reader = pl.read_csv if entities.suffix.lower() == ".csv" else pl.read_parquet
     rows = reader(entities, try_parse_dates=True) if reader is pl.read_csv else reader(entities)
     refs = [f.strip() for f in features.split(",") if f.strip()]
-    n_views = len({ref.partition(":")[0] for ref in refs})
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn()]  # fmt: skip
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task("rows x views", total=rows.height * n_views)
+        task = progress.add_task("rows", total=rows.height)
         result = get_historical_features(
             rows, refs, views=views, join_keys=join_keys, offline_root=root,
             timestamp_column=timestamp_column, event_time=event_time,

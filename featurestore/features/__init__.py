@@ -10,16 +10,15 @@ from featurestore.features.aggregates import (
     TILE,
     Aggregation,
     Value,
-    WindowRead,
-    as_of,
     feature_column,
     merge_partials,
     partial_column,
     tile_partials,
     value_names,
     window_values,
-    windows_at,
 )
+from featurestore.features.point_in_time import as_of
+from featurestore.features.reads import WindowRead, windows_at
 from featurestore.features.windows import Window, duration_ms, floor_to_tile, tile_index
 
 __all__ = [

@@ -61,7 +61,7 @@ AGGREGATIONS: tuple[Aggregation, ...] = get_args(Aggregation)
 NUMERIC_ONLY: frozenset[Aggregation] = frozenset({"sum", "mean", "min", "max", "std"})
 
 TILE = "tile"
-_ROW = "__row"
+ROW = "__row"  # a request row's position, while the engine works
 PARTS = ("count", "sum", "sumsq", "min", "max", "last", "last_time", "last_offset")
 
 
@@ -106,7 +106,7 @@ def epoch_ms(schema: pl.Schema, column: str) -> pl.Expr:
     )
 
 
-def _values(value_cols: Mapping[str, str | Value]) -> dict[str, Value]:
+def as_values(value_cols: Mapping[str, str | Value]) -> dict[str, Value]:
     return {n: v if isinstance(v, Value) else Value(v) for n, v in value_cols.items()}
 
 
@@ -127,7 +127,7 @@ def tile_partials(
     """
     if tile_ms <= 0:
         raise ConfigError(f"tile {tile_ms} ms must be greater than 0; use e.g. '1m'")
-    values = _values(value_cols)
+    values = as_values(value_cols)
     selected: list[pl.Expr | pl.Series] = [
         *[pl.col(c) for c in (*entity, *keys)],
         epoch_ms(events.schema, time_col).alias("__t"),
@@ -189,11 +189,14 @@ def combine_exprs(
     only: Mapping[str, Sequence[Aggregation]] | None = None,
     where: pl.Expr | None = None,
     prefix: str = "",
+    in_time_order: bool = False,
 ) -> list[pl.Expr]:
     """Aggregations merging a group's partial rows (in frame order) into one.
 
     ``only`` limits the parts to those these aggregations need; ``where`` merges only
-    the rows it selects; outputs are named ``prefix + partial_column(...)``.
+    the rows it selects; outputs are named ``prefix + partial_column(...)``. With
+    ``in_time_order`` the rows are distinct tiles of one entity in tile order (tiles
+    never overlap in time), so the latest value is the last non-null one, no sort.
     """
     aggs: list[pl.Expr] = []
     for name in names:
@@ -214,7 +217,11 @@ def combine_exprs(
         if "last" in parts:
             by = [col["last_time"], col["last_offset"]]
             for part in ("last", "last_time", "last_offset"):
-                merged[part] = col[part].sort_by(by, nulls_last=False).last()
+                merged[part] = (
+                    col[part].drop_nulls().last()
+                    if in_time_order
+                    else col[part].sort_by(by, nulls_last=False).last()
+                )
         aggs += [merged[part].alias(prefix + partial_column(name, part))
                  for part in (*PARTS, "sketch") if part in parts]  # fmt: skip
     return aggs
@@ -274,22 +281,22 @@ def finish_exprs(aggs: Mapping[str, Sequence[Aggregation]], *, prefix: str = "")
     return out
 
 
-def _attach(
+def attach(
     rows: pl.DataFrame, combined: pl.DataFrame, aggs: Mapping[str, Sequence[Aggregation]]
 ) -> pl.DataFrame:
-    """Rows (carrying ``_ROW``) with their window values; rows with no tiles are empty."""
-    joined = rows.join(combined, on=_ROW, how="left", maintain_order="left")
-    return joined.select(*[c for c in rows.columns if c != _ROW], *finish_exprs(aggs))
+    """Rows (carrying ``ROW``) with their window values; rows with no tiles are empty."""
+    joined = rows.join(combined, on=ROW, how="left", maintain_order="left")
+    return joined.select(*[c for c in rows.columns if c != ROW], *finish_exprs(aggs))
 
 
-def _rows_with_time(
+def rows_with_time(
     rows: pl.DataFrame | None, partials: pl.DataFrame, entity: list[str], at: str | int
 ) -> tuple[pl.DataFrame, pl.Expr]:
     if rows is None:
         rows = partials.select(entity).unique(maintain_order=True)
     if isinstance(at, int):
-        return rows.with_row_index(_ROW), pl.lit(at, dtype=pl.Int64)
-    return rows.with_row_index(_ROW), epoch_ms(rows.schema, at)
+        return rows.with_row_index(ROW), pl.lit(at, dtype=pl.Int64)
+    return rows.with_row_index(ROW), epoch_ms(rows.schema, at)
 
 
 def window_values(
@@ -307,9 +314,9 @@ def window_values(
     column of ``rows``. ``rows`` holds the entity keys to read (default: every entity
     in ``partials``). Tiles must hold no event later than the row's time.
     """
-    indexed, t = _rows_with_time(rows, partials, entity, at)
+    indexed, t = rows_with_time(rows, partials, entity, at)
     spans = indexed.select(
-        _ROW,
+        ROW,
         *entity,
         window.first_tile_expr(t).alias("__lo"),
         window.tile_expr(t).alias("__hi"),
@@ -317,121 +324,7 @@ def window_values(
     selected = (
         spans.join(partials, on=entity, how="inner")
         .filter(pl.col(TILE).is_between(pl.col("__lo"), pl.col("__hi")))
-        .sort(_ROW, TILE)
+        .sort(ROW, TILE)
     )
-    combined = _combine(selected, [_ROW], list(aggs))
-    return _attach(indexed, combined, aggs)
-
-
-@dataclass(frozen=True)
-class WindowRead:
-    """A compiled read of several windows at one time (see `windows_at`); built once per
-    set of (window, aggregations) and reused for every request time."""
-
-    windows: tuple[tuple[Window, Mapping[str, Sequence[Aggregation]]], ...]
-    combine: tuple[pl.Expr, ...]
-    finish: tuple[pl.Expr, ...]
-
-    @classmethod
-    def of(
-        cls,
-        windows: Sequence[tuple[Window, Mapping[str, Sequence[Aggregation]]]],
-        sketched: set[str],
-    ) -> WindowRead:
-        combine: list[pl.Expr] = []
-        finish: list[pl.Expr] = []
-        for i, (_, aggs) in enumerate(windows):
-            mine = pl.col(f"__in{i}")
-            combine += combine_exprs(list(aggs), sketched & set(aggs), only=aggs, where=mine,
-                                     prefix=f"w{i}|")  # fmt: skip
-            finish += finish_exprs(aggs, prefix=f"w{i}|")
-        return cls(tuple(windows), tuple(combine), tuple(finish))
-
-    def column(self, index: int, name: str, agg: Aggregation) -> str:
-        """The output column of one window's feature."""
-        return f"w{index}|{feature_column(name, agg)}"
-
-
-def windows_at(
-    partials: pl.LazyFrame, key: str, rows: pl.LazyFrame, at: int, read: WindowRead,
-    *, tile_ms_col: str,
-) -> pl.LazyFrame:  # fmt: skip
-    """Window values of several windows at ONE time ``at``, in one pass.
-
-    ``partials`` hold tiles of several granularities (``tile_ms_col``) per ``key``. At a
-    single time each window's tiles are a constant range, so every window is one
-    filtered aggregation of the same group-by; rows of ``rows`` (one per ``key``) with
-    no tiles get empty-window values. Tiles must hold no event later than ``at``.
-    Columns: ``rows``' own, then `WindowRead.column` per window and feature.
-    """
-    masks = [
-        (pl.col(tile_ms_col) == w.tile_ms)
-        & pl.col(TILE).is_between(w.first_tile(at), w.tile_of(at))
-        for w, _ in read.windows
-    ]
-    merged = (
-        partials.sort(key, TILE)
-        .with_columns(*[m.alias(f"__in{i}") for i, m in enumerate(masks)])
-        .group_by(key)
-        .agg(*read.combine)
-    )
-    joined = rows.join(merged, on=key, how="left", maintain_order="left")
-    return joined.select(*rows.collect_schema().names(), *read.finish)
-
-
-def as_of(
-    events: pl.DataFrame,
-    rows: pl.DataFrame,
-    entity: list[str],
-    time_col: str,
-    window: Window,
-    *,
-    aggs: Mapping[str, Sequence[Aggregation]],
-    at: str,
-    value_cols: Mapping[str, str | Value] | None = None,
-    offset_col: str = "offset",
-    tiles: pl.DataFrame | None = None,
-) -> pl.DataFrame:
-    """Point-in-time window values for each row of ``rows`` at its own time column ``at``.
-
-    Each row sees the events of its entity with time in ``[floor_g(t) - W + g, t]``;
-    later events are ignored. ``value_cols`` maps value names to event columns
-    (default: each name in ``aggs`` is its own column; `Value` to keep a sketch). Rows
-    keep their order; the result is ``rows`` plus one column per `feature_column`.
-
-    How: the whole tiles before t's tile come from the events' tile partials (pass
-    ``tiles`` when they are already computed), and t's own tile from its events up to
-    t. Memory is rows x tiles-per-entity: split very large row frames (see
-    `featurestore.offline.history`).
-    """
-    sources = (
-        _values(value_cols)
-        if value_cols is not None
-        else {n: Value(n, distinct="distinct" in wanted) for n, wanted in aggs.items()}
-    )
-    if tiles is None:
-        tiles = tile_partials(events, entity, time_col, sources, window.tile_ms,
-                              offset_col=offset_col)  # fmt: skip
-    indexed, t = _rows_with_time(rows, events, entity, at)
-    spans = indexed.select(
-        _ROW, *entity, window.first_tile_expr(t).alias("__lo"), window.tile_expr(t).alias("__hi"),
-        t.alias("__t"),
-    )  # fmt: skip
-    whole = (
-        spans.join(tiles, on=entity, how="inner")
-        .filter((pl.col(TILE) >= pl.col("__lo")) & (pl.col(TILE) < pl.col("__hi")))
-        .select(_ROW, TILE, *[c for c in tiles.columns if c not in (*entity, TILE)])
-    )
-    keyed = events.with_columns(
-        epoch_ms(events.schema, time_col).floordiv(window.tile_ms).alias("__hi")
-    )
-    current_events = (
-        spans.join(keyed, on=[*entity, "__hi"], how="inner")
-        .filter(epoch_ms(events.schema, time_col) <= pl.col("__t"))
-        .drop(*entity)
-    )
-    current = tile_partials(current_events, [_ROW], time_col, sources, window.tile_ms,
-                            offset_col=offset_col)  # fmt: skip
-    merged = pl.concat([whole, current.select(whole.columns)]).sort(_ROW, TILE)
-    combined = _combine(merged, [_ROW], list(aggs), only=aggs)
-    return _attach(indexed, combined, aggs)
+    combined = _combine(selected, [ROW], list(aggs))
+    return attach(indexed, combined, aggs)

@@ -25,15 +25,16 @@ from featurestore.errors import ConfigError
 from featurestore.features.aggregates import (
     Aggregation,
     Value,
-    as_of,
     epoch_ms,
     feature_column,
     tile_partials,
 )
 from featurestore.features.definitions import Feature, FeatureView, split_ref
+from featurestore.features.point_in_time import as_of
 from featurestore.offline.events import scan_events
 
-Progress = Callable[[int], None]
+Progress = Callable[[int], None]  # called with the number of rows just finished
+_ORDER = "__fs_input_order"
 
 
 def as_polars(frame: Any) -> pl.DataFrame:
@@ -76,11 +77,15 @@ def get_historical_features(
     ``view__feature`` with ``full_feature_names`` (required when two views share a name).
     """
     rows = as_polars(entity_df)
+    if _ORDER in rows.columns:
+        raise ConfigError(f"entity_df has a column named {_ORDER!r}; rename it")
     if timestamp_column not in rows.columns:
         raise ConfigError(
             f"entity_df has no {timestamp_column!r} column (it has {rows.columns}); pass "
             "timestamp_column= naming the time each row's features are wanted at"
         )
+    if not features:
+        raise ConfigError("no features requested; pass view:feature references")
     wanted = _resolve(features, views)
     names = [f"{v}__{f.name}" if full_feature_names else f.name for v, f in wanted]
     if len(set(names)) != len(names):
@@ -90,19 +95,24 @@ def get_historical_features(
         view = views[view_name]
         keys = tuple(_keys(view, join_keys, rows))
         groups.setdefault((view.source, keys), []).append((view_name, feature))
+    # Chunks of rows sorted by entity: each chunk's entities (and so its events and
+    # tiles) are mostly its own, so the history is read and tiled about once in all.
+    # The input order is restored at the end.
+    first_keys = list(next(iter(groups))[1])
+    ordered = rows.with_row_index(_ORDER).sort(first_keys, maintain_order=True)
     out: list[pl.DataFrame] = []
     for start in range(0, max(rows.height, 1), chunk_rows):
-        chunk = rows.slice(start, chunk_rows)
+        chunk = ordered.slice(start, chunk_rows)
         computed: dict[tuple[str, str], pl.Series] = {}
         for (source, keys), refs in groups.items():
             subject_time = event_time if isinstance(event_time, str) else event_time[source]
             computed |= _source_values(source, list(keys), refs, chunk, timestamp_column,
                                        offline_root, subject_time)  # fmt: skip
-            if progress is not None:
-                progress(chunk.height * len({v for v, _ in refs}))
         columns = [computed[(v, f.name)].alias(n) for (v, f), n in zip(wanted, names, strict=True)]
         out.append(chunk.hstack(columns))
-    return pl.concat(out) if out else rows
+        if progress is not None:
+            progress(chunk.height)
+    return pl.concat(out).sort(_ORDER).drop(_ORDER)
 
 
 def _resolve(

@@ -32,12 +32,11 @@ from featurestore.errors import ConfigError
 from featurestore.features.aggregates import (
     TILE,
     Aggregation,
-    WindowRead,
     epoch_ms,
     tile_partials,
-    windows_at,
 )
 from featurestore.features.definitions import FeatureView
+from featurestore.features.reads import WindowRead, windows_at
 from featurestore.features.sketch import K
 from featurestore.online.layout import (
     ROW,

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from featurestore.errors import ConfigError
-from featurestore.features.aggregates import as_of, feature_column
+from featurestore.features import as_of, feature_column
 from featurestore.features.definitions import FeatureView
 from featurestore.local.redis_cluster import RedisCluster
 from featurestore.online import RedisOnlineStore, connect

@@ -114,6 +114,15 @@ def test_chunks_pandas_arrow_and_datetimes_agree(
     assert as_datetimes.drop(entity_df.columns).equals(whole.drop(entity_df.columns))
 
 
+def test_no_rows_give_no_rows(store: tuple[str, list[dict[str, object]]]) -> None:
+    root, _ = store
+    empty = rows(1, seed=4).clear()
+    out = get_historical_features(empty, REFS, views={"spend": VIEW}, join_keys=KEYS,
+                                  offline_root=root, event_time="ts")  # fmt: skip
+    assert out.height == 0
+    assert out.columns == [*empty.columns, *(r.split(":")[1] for r in REFS)]
+
+
 def test_clear_errors(store: tuple[str, list[dict[str, object]]]) -> None:
     root, _ = store
     kwargs = {"views": {"spend": VIEW}, "join_keys": KEYS, "offline_root": root, "event_time": "ts"}
@@ -124,5 +133,7 @@ def test_clear_errors(store: tuple[str, list[dict[str, object]]]) -> None:
         get_historical_features(entity_df, REFS, timestamp_column="when", **kwargs)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="lacks the join keys"):
         get_historical_features(entity_df.drop("card_id"), REFS, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="no features requested"):
+        get_historical_features(entity_df, [], **kwargs)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="pass a Polars or pandas"):
         get_historical_features([1, 2], REFS, **kwargs)  # type: ignore[arg-type]
