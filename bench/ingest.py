@@ -555,13 +555,13 @@ def online_lines(result: dict[str, Any]) -> list[str]:
         "",
         "One full batch's applies replayed under new offsets (merging into stored tiles): "
         + ", ".join(f"{k} {v['ms']} ms ({v['events']:,} events)" for k, v in prof["plain"].items())
-        + f"; under cProfile {prof['profiled_ms']} ms. Top 10 by cumulative time:",
-        "",
-        "| function | calls | own ms | cum ms |",
-        "|---|---|---|---|",
+        + f"; under cProfile {prof['profiled_ms']} ms.",
     ]
-    for r in prof["top_cumulative"]:
-        lines.append(f"| `{r['function']}` | {r['calls']:,} | {r['own_ms']} | {r['cum_ms']} |")
+    for title, rows in (("cumulative", prof["top_cumulative"]), ("own", prof["top_own"])):
+        lines += ["", f"Top 10 by {title} time:", "", "| function | calls | own ms | cum ms |",
+                  "|---|---|---|---|"]  # fmt: skip
+        lines += [f"| `{r['function']}` | {r['calls']:,} | {r['own_ms']} | {r['cum_ms']} |"
+                  for r in rows]  # fmt: skip
     return lines
 
 
