@@ -7,6 +7,9 @@ One hash per (view, version, entity)::
     field   "<tile ms>,<tile index>"  -> one tile's record (see below)
     field   "o:<topic>:<partition>"   -> highest source offset applied to this hash
 
+and one hash per (view, version) at ``<prefix>:<view>:v<version>`` (no entity key can
+be that key) with fields ``values`` (the record layout) and ``text`` (text values).
+
 A record is one tile's partials for every value of the view, in `FeatureView.values`
 order, as comma-separated tokens per value::
 

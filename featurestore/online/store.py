@@ -8,10 +8,10 @@ segments above it, so a replay after a crash never counts an event twice. A repl
 at other batch boundaries than the first attempt (a segment straddling the stored
 offset) is resent for that entity one event per segment.
 
-Reads (`RedisOnlineStore.read`): ``read.lua`` returns each entity hash's tiles as CSV
-lines, one bulk string per key, pipelined; the lines become an engine partial frame
-and `window_values` merges them at the request time, so values decay as time passes
-without new events.
+Reads (`RedisOnlineStore.read`, `read_many`): ``read.lua`` returns each entity hash's
+tiles as CSV lines, one bulk string per key, pipelined; the lines become an engine
+partial frame and `windows_at` merges every window of the view at the request time in
+one pass, so values decay as time passes without new events.
 
 Invariants: one key per script call (Redis Cluster works unchanged); a view's keys
 carry its version; the hash expires ``view.ttl_ms`` after its last write.
@@ -94,7 +94,8 @@ class RedisOnlineStore:
         self._read_sha = self.client.script_load(_READ)
 
     def _meta_key(self, view: FeatureView) -> str:
-        return view_prefix(self.prefix, view) + "meta"
+        # Without the trailing ':' of entity keys, so no entity key can be this key.
+        return view_prefix(self.prefix, view).removesuffix(":")
 
     def register(self, view: FeatureView, text_values: set[str]) -> None:
         """Record the view's record layout and which values are text (their ``last`` is a
@@ -117,7 +118,9 @@ class RedisOnlineStore:
     def text_values(self, view: FeatureView) -> set[str]:
         cached = self._text.get((view.name, view.version))
         if cached is None:
-            raw = self.client.hget(self._meta_key(view), "text") or b""
+            raw = self.client.hget(self._meta_key(view), "text")
+            if raw is None:  # never registered: nothing written yet, ask again next time
+                return set()
             cached = {v for v in raw.decode().split(",") if v}
             self._text[(view.name, view.version)] = cached
         return cached
