@@ -23,14 +23,18 @@ import polars as pl
 
 from featurestore.errors import ConfigError
 from featurestore.features.aggregates import (
+    PARTS,
+    TILE,
     Aggregation,
     Value,
     epoch_ms,
     feature_column,
+    partial_column,
     tile_partials,
 )
 from featurestore.features.definitions import Feature, FeatureView, split_ref
 from featurestore.features.point_in_time import as_of
+from featurestore.features.windows import Window
 from featurestore.offline.events import scan_events
 
 Progress = Callable[[int], None]  # called with the number of rows just finished
@@ -115,6 +119,26 @@ def get_historical_features(
     return pl.concat(out).sort(_ORDER).drop(_ORDER)
 
 
+def _reached(  # noqa: PLR0917 - private
+    events: pl.DataFrame,
+    probe: pl.DataFrame,
+    keys: list[str],
+    at: str,
+    event_time: str,
+    window: Window,
+) -> pl.DataFrame:
+    """The events some row's ``window`` can see, whole tiles kept. Window starts never
+    decrease with the row's time, so of the rows at or after an event (same entity), the
+    first one reaches furthest back: if its window does not reach the event's tile, no
+    row's window does."""
+    mine = events.with_columns(epoch_ms(events.schema, event_time).alias("__e")).sort("__e")
+    rows = probe.select(*keys, epoch_ms(probe.schema, at).alias("__r")).sort("__r")
+    joined = mine.join_asof(rows, left_on="__e", right_on="__r", by=keys, strategy="forward",
+                            check_sortedness=False)  # fmt: skip
+    reach = window.tile_expr(pl.col("__e")) >= window.first_tile_expr(pl.col("__r"))
+    return joined.filter(reach).drop("__e", "__r")
+
+
 def _resolve(
     features: Sequence[str], views: Mapping[str, FeatureView]
 ) -> list[tuple[str, Feature]]:
@@ -177,14 +201,21 @@ def _source_values(  # noqa: PLR0917 - private, called once
         mine = [(v, f) for v, f in refs if f.window.tile_ms == tile_ms]
         distinct = {f.column for _, f in mine if f.function == "distinct"}
         values = {f.column: Value(f.column, f.column in distinct) for _, f in mine}
-        tiles = tile_partials(events, keys, event_time, values, tile_ms, offset_col="_offset")
+        reach = Window(max(f.window.length_ms for _, f in mine), tile_ms)
+        reached = _reached(events, probe, keys, at, event_time, reach)
+        tiles = tile_partials(reached, keys, event_time, values, tile_ms, offset_col="_offset")
         for window in {f.window for _, f in mine}:
             aggs: dict[str, list[Aggregation]] = {}
             for _, f in mine:
                 if f.window == window and f.function not in aggs.get(f.column, []):
                     aggs.setdefault(f.column, []).append(f.function)
-            result = as_of(events, probe, keys, event_time, window, aggs=aggs, at=at,
-                           value_cols=values, offset_col="_offset", tiles=tiles)  # fmt: skip
+            # Only this window's values: fewer columns gathered, fewer sketches hashed.
+            own = {c: values[c] for c in aggs}
+            parts = [partial_column(c, part) for c, value in own.items()
+                     for part in (*PARTS, *(["sketch"] if value.distinct else []))]  # fmt: skip
+            result = as_of(reached, probe, keys, event_time, window, aggs=aggs, at=at,
+                           value_cols=own, offset_col="_offset",
+                           tiles=tiles.select(*keys, TILE, *parts))  # fmt: skip
             for view_name, f in mine:
                 if f.window == window:
                     out[(view_name, f.name)] = result[feature_column(f.column, f.function)]
