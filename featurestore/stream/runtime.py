@@ -350,6 +350,8 @@ class ConsumerRuntime:
     def _rewind(self) -> None:
         assert self.consumer is not None
         assignment = self.consumer.assignment()
+        # The uncommitted batch advanced the watermarks: read them back with the offsets.
+        self.watermarks.forget(assignment)
         for tp in self.consumer.committed(assignment, timeout=30):
             offset = tp.offset if tp.offset >= 0 else -2  # OFFSET_BEGINNING
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
