@@ -184,18 +184,17 @@ def _source_values(  # noqa: PLR0917 - private, called once
                         epoch_ms(probe.schema, at).max().alias("hi")).row(0)  # fmt: skip
     columns = list(dict.fromkeys([*keys, event_time, "_offset", *(f.column for f in features)]))
     between = None if span[0] is None else (span[0] - longest, span[1])
-    events = (
-        scan_events(
-            offline_root,
-            source,
-            columns=columns,
-            event_time=event_time,
-            between=between,
-            entities=probe.select(keys).unique(),
-        )
-        .select(columns)
-        .collect(engine="streaming")
-    )
+    scan = scan_events(offline_root, source, columns=columns, event_time=event_time,
+                       between=between, entities=probe.select(keys).unique())  # fmt: skip
+    try:
+        events = scan.select(columns).collect(engine="streaming")
+    except pl.exceptions.ComputeError as exc:
+        if "expanded paths were empty" not in str(exc):
+            raise
+        raise ConfigError(
+            f"no events of {source!r} under {offline_root}: run its consumer "
+            "(`featurestore run consumers/...`) or pass the offline store's root"
+        ) from None
     out: dict[tuple[str, str], pl.Series] = {}
     for tile_ms in sorted({f.window.tile_ms for f in features}):
         mine = [(v, f) for v, f in refs if f.window.tile_ms == tile_ms]

@@ -133,6 +133,8 @@ def test_clear_errors(store: tuple[str, list[dict[str, object]]]) -> None:
         get_historical_features(entity_df, REFS, timestamp_column="when", **kwargs)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="lacks the join keys"):
         get_historical_features(entity_df.drop("card_id"), REFS, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="no events of 'payments-value'"):
+        get_historical_features(entity_df, REFS, **(kwargs | {"offline_root": "/nonexistent"}))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="no features requested"):
         get_historical_features(entity_df, [], **kwargs)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="pass a Polars or pandas"):
