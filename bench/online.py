@@ -53,6 +53,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import card_views  # bench/card_views.py
 import polars as pl
 from machine import describe  # bench/machine.py: this folder is on sys.path
 from rich.console import Console
@@ -82,38 +83,7 @@ COMMANDS = ("get", "hgetall", "evalsha")  # commandstats reported
 
 
 def views() -> list[FeatureView]:
-    """Five card views, ten features each: what a card-fraud model asks for."""
-    recent, days = ["10m", "1h"], ["24h/1h", "7d/1h"]
-    specs: dict[str, list[tuple[str, list[str], list[str]]]] = {
-        "card_spend": [("amount", ["count", "sum", "mean", "max", "std"], recent)],
-        "card_spend_daily": [("amount", ["count", "sum", "mean", "max", "std"], days)],
-        "card_merchants": [
-            ("merchant_id", ["distinct"], ["10m", "1h", *days]),
-            ("merchant_category", ["distinct"], ["1h", *days]),
-            ("merchant_id", ["last"], ["24h/1h"]),
-            ("merchant_category", ["last"], ["24h/1h"]),
-            ("merchant_id", ["count"], ["10m"]),
-        ],
-        "card_geo": [
-            ("country", ["last", "distinct"], ["1h", "24h/1h"]),
-            ("country", ["distinct"], ["7d/1h"]),
-            ("channel", ["last", "distinct"], ["1h", "24h/1h"]),
-            ("currency", ["distinct"], ["24h/1h"]),
-        ],
-        "card_velocity": [
-            ("payment_id", ["count"], ["5m/1m", "10m", "1h", *days]),
-            ("amount", ["min", "max"], ["10m", "24h/1h"]),
-            ("amount", ["last"], ["1h"]),
-        ],
-    }
-    out = []
-    for name, aggs in specs.items():
-        aggregations = [{"column": c, "functions": f, "windows": w} for c, f, w in aggs]
-        view = FeatureView(name=name, source="card-payments-value", entity="card",
-                           aggregations=aggregations, owner="fraud-team@example.com")  # fmt: skip
-        assert len(view.features) == 10, (name, len(view.features))
-        out.append(view)
-    return out
+    return card_views.views("card-payments-value")
 
 
 @dataclass
