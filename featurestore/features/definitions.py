@@ -194,10 +194,6 @@ class FeatureView(BaseModel):
                 )
 
 
-def feature_ref(view: str, feature: str) -> str:
-    return f"{view}:{feature}"
-
-
 def split_ref(ref: str) -> tuple[str, str]:
     """``"card_spend:amount_sum_1h"`` -> (view, feature); a clear error otherwise."""
     view, sep, feature = ref.partition(":")

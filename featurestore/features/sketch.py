@@ -21,6 +21,7 @@ that). Nulls are not values and are never hashed.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 import polars as pl
 
@@ -29,8 +30,10 @@ HASH_BITS = 53
 _MASK = (1 << HASH_BITS) - 1
 
 
+@lru_cache(maxsize=1 << 18)
 def stable_hash(text: str) -> int:
-    """The 53-bit hash of one value's text form."""
+    """The 53-bit hash of one value's text form. Cached: a batch hashes its distinct
+    values once per tile size, and the same merchants recur batch after batch."""
     digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & _MASK
 
