@@ -20,8 +20,8 @@ Then, in-process, rounds that run every kind once, in a shuffled order, so noise
   raw 100   reference, no target: HGETALL of the very 5 x 100 hashes `ours 100` reads, one
             pipeline per view, replies parsed by hiredis and dropped (what the data cost)
 Each lookup of ours is split into redis (the pipelined EVALSHA of read.lua, `_pipelined`),
-decode (entity keys, then `decode_records`: reply CSV -> partial frame) and merge (the rest:
-`windows_at`, every window of a view in one pass, and finishing). Redis' own time per command
+decode (entity keys, then `decode_sources`: reply CSV -> partial frame) and merge (the rest:
+`windows_at`, every window of every view in one pass, and finishing). Redis' own time per command
 over the rounds comes from INFO commandstats. Targets: ours 1 p99 within 2x floor A p99, ours
 100 p99 within 3x floor B p99. After the rounds: the sizes of the hashes read (tile fields,
 reply bytes), served values checked against the raw events, and a cProfile of a few lookups (top
@@ -184,17 +184,19 @@ def load(
 
 class Split:
     """Timing wrappers (the product code is not edited): seconds in the store's
-    `_pipelined` (the Redis round trip), and in building keys plus `decode_records`
+    `_pipelined` (the Redis round trip), and in building keys plus `decode_sources`
     (reply CSV -> partial frame). The rest of a lookup is the window merge."""
+
+    DECODERS = ("decode_records", "decode_sources")
 
     def __init__(self, store: RedisOnlineStore) -> None:
         self.seconds = {"redis": 0.0, "decode": 0.0}
         store._pipelined = self.timed("redis", store._pipelined)  # type: ignore[method-assign]
-        if hasattr(store, "_read_commands"):
-            store._read_commands = self.timed("decode", store._read_commands)  # type: ignore[method-assign]
+        store._keys = self.timed("decode", store._keys)  # type: ignore[method-assign]
         self.module = vars(store_module)
-        self.decode = self.module["decode_records"]
-        self.module["decode_records"] = self.timed("decode", self.decode)
+        self.decoders = {name: self.module[name] for name in self.DECODERS}
+        for name, decoder in self.decoders.items():
+            self.module[name] = self.timed("decode", decoder)
 
     def timed(self, step: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -210,7 +212,7 @@ class Split:
         self.seconds = dict.fromkeys(self.seconds, 0.0)
 
     def remove(self) -> None:
-        self.module["decode_records"] = self.decode
+        self.module.update(self.decoders)
 
 
 @dataclass

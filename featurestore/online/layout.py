@@ -29,6 +29,8 @@ Invariants: records are only ever merged by ``apply.lua`` with the engine's merg
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -38,6 +40,7 @@ from featurestore.features.definitions import FeatureView
 ENTITY_SEPARATOR = "\x1f"
 ROW = "__entity"
 TILE_MS = "__tile_ms"
+SOURCE = "__source"
 _NUMERIC_PARTS: dict[str, type[pl.DataType]] = {
     "count": pl.Int64, "sum": pl.Float64, "sumsq": pl.Float64, "min": pl.Float64,
     "max": pl.Float64, "last_time": pl.Int64, "last_offset": pl.Int64,
@@ -83,24 +86,57 @@ def record_expr(view: FeatureView, text_values: set[str]) -> pl.Expr:
 
 
 def decode_records(payload: bytes, view: FeatureView, text_values: set[str]) -> pl.DataFrame:
-    """CSV lines from ``read.lua`` as an engine partial frame with ``__entity``,
-    ``__tile_ms`` and ``tile`` columns. Numbers are typed by the CSV reader itself; only
-    text ``last`` values (hex) and sketches need a second step."""
-    schema: dict[str, pl.DataType] = {ROW: pl.Int64(), TILE_MS: pl.Int64(), TILE: pl.Int64()}
+    """CSV lines ``<row>,<tile ms>,<tile index>,<record>`` (``read.lua`` with no source or
+    padding) as an engine partial frame with ``__entity``, ``__tile_ms`` and ``tile``."""
+    return decode_sources(payload, [Source(view, text_values, "")], source_col=False)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One view read into a shared frame: its record's values are named ``prefix + name``."""
+
+    view: FeatureView
+    text_values: set[str]
+    prefix: str
+
+
+def record_width(view: FeatureView) -> int:
+    """Tokens in one record of ``view``."""
+    return len(_column_order(view, "")) - 3
+
+
+def decode_sources(
+    payload: bytes, sources: Sequence[Source], *, source_col: bool = True
+) -> pl.DataFrame:
+    """Lines of several views in ONE frame: ``<row>,<source>,<tile ms>,<tile index>``,
+    then every source's record slot in order, empty but for the line's own source (the
+    padding ``read.lua`` adds). One CSV parse and one query serve a whole request, which
+    is what an online read costs: the fixed cost per Polars call, not the data.
+    Numbers are typed by the CSV reader; only text ``last`` values (hex) and sketches
+    need a second step."""
+    schema: dict[str, pl.DataType] = {ROW: pl.Int64()}
+    if source_col:
+        schema[SOURCE] = pl.Int64()
+    schema |= {TILE_MS: pl.Int64(), TILE: pl.Int64()}
     after: list[pl.Expr] = []
-    for name, value in view.values.items():
-        for part, dtype in _NUMERIC_PARTS.items():
-            schema[partial_column(name, part)] = dtype()
-        last = partial_column(name, "last")
-        schema[last] = pl.String() if name in text_values else pl.Float64()
-        if name in text_values:
-            after.append(pl.col(last).str.decode("hex").cast(pl.String))
-        if value.distinct:
-            sketch = partial_column(name, "sketch")
-            schema[sketch] = pl.String()
-            hashes = pl.col(sketch).str.split(" ").cast(pl.List(pl.UInt64))
-            after.append(hashes.fill_null(pl.lit([], pl.List(pl.UInt64))))
-    ordered = {c: schema[c] for c in _column_order(view)}
+    for source in sources:
+        for name, value in source.view.values.items():
+            named, text = source.prefix + name, name in source.text_values
+            for part, dtype in _NUMERIC_PARTS.items():
+                schema[partial_column(named, part)] = dtype()
+            last = partial_column(named, "last")
+            schema[last] = pl.String() if text else pl.Float64()
+            if text:
+                after.append(pl.col(last).str.decode("hex").cast(pl.String))
+            if value.distinct:
+                sketch = partial_column(named, "sketch")
+                schema[sketch] = pl.String()
+                hashes = pl.col(sketch).str.split(" ").cast(pl.List(pl.UInt64))
+                after.append(hashes.fill_null(pl.lit([], pl.List(pl.UInt64))))
+    order = list(schema)[: 4 if source_col else 3]
+    for source in sources:
+        order += _column_order(source.view, source.prefix)[3:]
+    ordered = {c: schema[c] for c in order}
     if not payload:
         raw = pl.DataFrame(schema=ordered)
     else:
@@ -109,10 +145,10 @@ def decode_records(payload: bytes, view: FeatureView, text_values: set[str]) -> 
     return raw.with_columns(after) if after else raw
 
 
-def _column_order(view: FeatureView) -> list[str]:
+def _column_order(view: FeatureView, prefix: str) -> list[str]:
     columns = [ROW, TILE_MS, TILE]
     for name, value in view.values.items():
-        columns += [partial_column(name, part) for part in PARTS]
+        columns += [partial_column(prefix + name, part) for part in PARTS]
         if value.distinct:
-            columns.append(partial_column(name, "sketch"))
+            columns.append(partial_column(prefix + name, "sketch"))
     return columns

@@ -38,13 +38,18 @@ from featurestore.features.aggregates import (
 from featurestore.features.definitions import FeatureView
 from featurestore.features.reads import WindowRead, windows_at
 from featurestore.features.sketch import K
+from featurestore.features.windows import Window
 from featurestore.online.layout import (
     ROW,
+    SOURCE,
     TILE_MS,
+    Source,
     decode_records,
+    decode_sources,
     entity_keys,
     layout,
     record_expr,
+    record_width,
     view_prefix,
 )
 
@@ -86,7 +91,7 @@ class RedisOnlineStore:
         self.pipeline_size = pipeline_size
         self._apply_sha = self._read_sha = ""
         self._text: dict[tuple[str, int], set[str]] = {}
-        self._reads: dict[tuple[str, int, tuple[str, ...]], tuple[WindowRead, list[pl.Expr]]] = {}
+        self._plans: dict[tuple[tuple[str, int, tuple[str, ...]], ...], _ReadPlan] = {}
         self._load_scripts()
 
     def _load_scripts(self) -> None:
@@ -242,17 +247,19 @@ class RedisOnlineStore:
 
     # --- reads --------------------------------------------------------------------------
 
-    def _read_commands(self, view: FeatureView, entities: pl.DataFrame) -> list[tuple[Any, ...]]:
+    def _keys(self, view: FeatureView, entities: pl.DataFrame) -> list[str]:
         # A null key reads a key that cannot exist: its features are empty, not an error.
         keys = entities.select(
             view_prefix(self.prefix, view)
             + entity_keys(entities, self._join_keys(view)).fill_null("\x00")
         ).to_series()
-        return [("EVALSHA", self._read_sha, 1, key, row) for row, key in enumerate(keys)]
+        return keys.to_list()
 
     def partials(self, view: FeatureView, entities: pl.DataFrame) -> pl.DataFrame:
         """Every stored tile of each entity row, as engine partials keyed by ``__entity``."""
-        replies = self._pipelined(self._read_commands(view, entities))
+        commands = [("EVALSHA", self._read_sha, 1, key, f"{row},", "", "")
+                    for row, key in enumerate(self._keys(view, entities))]  # fmt: skip
+        replies = self._pipelined(commands)
         return decode_records(b"".join(replies), view, self.text_values(view))
 
     def read(
@@ -267,47 +274,78 @@ class RedisOnlineStore:
         entities: pl.DataFrame,
         at: int,
     ) -> list[pl.DataFrame]:
-        """`read` for several views in ONE pipelined round trip; one frame per request."""
+        """`read` for several views in ONE pipelined round trip, decoded by one CSV parse
+        and merged by one query (the views' tiles share a frame, see `decode_sources`);
+        one frame per request."""
+        plan = self._plan(tuple((view, tuple(features)) for view, features in requests))
         commands: list[tuple[Any, ...]] = []
-        for view, _ in requests:
-            commands += self._read_commands(view, entities)
+        for i, (view, _) in enumerate(requests):
+            before, after = plan.padding[i]
+            commands += [("EVALSHA", self._read_sha, 1, key, f"{row},{i},", before, after)
+                         for row, key in enumerate(self._keys(view, entities))]  # fmt: skip
         replies = self._pipelined(commands)
-        n = entities.height
-        rows = pl.LazyFrame({ROW: pl.int_range(n, eager=True, dtype=pl.Int64)})
-        queries, renames = [], []
-        for i, (view, features) in enumerate(requests):
-            partials = decode_records(b"".join(replies[i * n : (i + 1) * n]), view,
-                                      self.text_values(view))  # fmt: skip
-            read, columns = self._compiled(view, tuple(features))
-            queries.append(windows_at(partials.lazy(), ROW, rows, at, read, tile_ms_col=TILE_MS))
-            renames.append(columns)
-        frames = pl.collect_all(queries)
-        return [frame.select(columns) for frame, columns in zip(frames, renames, strict=True)]
+        sources = [Source(view, self.text_values(view), _source_prefix(i))
+                   for i, (view, _) in enumerate(requests)]  # fmt: skip
+        partials = decode_sources(b"".join(replies), sources)
+        rows = pl.DataFrame({ROW: pl.int_range(entities.height, eager=True, dtype=pl.Int64)})
+        values = windows_at(partials, ROW, rows, at, plan.read, tile_ms_col=TILE_MS,
+                            source_col=SOURCE)  # fmt: skip
+        return [values.select(columns) for columns in plan.columns]
 
-    def _compiled(
-        self, view: FeatureView, features: tuple[str, ...]
-    ) -> tuple[WindowRead, list[pl.Expr]]:
-        """The engine's one-pass read of these features, built once per (view, features)."""
-        key = (view.name, view.version, features)
-        cached = self._reads.get(key)
+    def _plan(self, requests: tuple[tuple[FeatureView, tuple[str, ...]], ...]) -> _ReadPlan:
+        """The engine's one-pass read of these requests, built once per request shape."""
+        key = tuple((view.name, view.version, features) for view, features in requests)
+        cached = self._plans.get(key)
         if cached is None:
-            wanted = [view.feature(name) for name in features]
-            windows = sorted({f.window for f in wanted}, key=lambda w: (w.tile_ms, w.length_ms))
-            specs = []
-            for window in windows:
-                aggs: dict[str, list[Aggregation]] = {}
-                for f in wanted:
-                    if f.window == window and f.function not in aggs.get(f.column, []):
-                        aggs.setdefault(f.column, []).append(f.function)
-                specs.append((window, aggs))
-            sketched = {n for n, v in view.values.items() if v.distinct}
-            read = WindowRead.of(specs, sketched)
-            columns = [
-                pl.col(read.column(windows.index(f.window), f.column, f.function)).alias(f.name)
-                for f in wanted
-            ]
-            cached = self._reads[key] = (read, columns)
+            cached = self._plans[key] = _ReadPlan.of(requests)
         return cached
+
+
+@dataclass(frozen=True)
+class _ReadPlan:
+    """How one request shape (views and features) is read: the compiled `WindowRead`
+    over every view's windows, the output columns per view, and each view's record slot
+    padding for ``read.lua``."""
+
+    read: WindowRead
+    columns: tuple[tuple[pl.Expr, ...], ...]
+    padding: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def of(cls, requests: Sequence[tuple[FeatureView, Sequence[str]]]) -> _ReadPlan:
+        specs: list[tuple[Window, dict[str, list[Aggregation]]]] = []
+        sources: list[int] = []
+        sketched: set[str] = set()
+        index: dict[tuple[int, Window], int] = {}
+        for i, (view, features) in enumerate(requests):
+            named = _source_prefix(i)
+            wanted = [view.feature(name) for name in features]
+            for f in sorted(wanted, key=lambda f: (f.window.tile_ms, f.window.length_ms)):
+                if (i, f.window) not in index:
+                    index[(i, f.window)] = len(specs)
+                    specs.append((f.window, {}))
+                    sources.append(i)
+                aggs = specs[index[(i, f.window)]][1].setdefault(named + f.column, [])
+                if f.function not in aggs:
+                    aggs.append(f.function)
+            sketched |= {named + n for n, v in view.values.items() if v.distinct}
+        read = WindowRead.of(specs, sketched, sources)
+        columns = []
+        for i, (view, features) in enumerate(requests):
+            out = []
+            for f in (view.feature(name) for name in features):
+                column = read.column(index[(i, f.window)], _source_prefix(i) + f.column, f.function)
+                out.append(pl.col(column).alias(f.name))
+            columns.append(tuple(out))
+        widths = [record_width(view) for view, _ in requests]
+        padding = tuple(
+            ("," * sum(widths[:i]), "," * sum(widths[i + 1 :])) for i in range(len(requests))
+        )
+        return cls(read, tuple(columns), padding)
+
+
+def _source_prefix(index: int) -> str:
+    return f"s{index}."
 
 
 def _apply_command(

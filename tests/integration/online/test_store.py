@@ -205,6 +205,34 @@ def test_several_views_in_one_round_trip_and_null_keys(store: RedisOnlineStore) 
     )
 
 
+def test_views_of_different_layouts_read_together_equal_each_read_alone(
+    store: RedisOnlineStore,
+) -> None:
+    places = FeatureView.model_validate(
+        {
+            "name": "card_places", "source": "payments-value", "entity": "card", "owner": "o",
+            "aggregations": [
+                {"column": "merchant_id", "functions": ["distinct", "last"],
+                 "windows": ["10m/1m", "24h/1h"]},
+                {"column": "amount", "functions": ["max"], "windows": ["1h/5m"]},
+            ],
+        }
+    )  # fmt: skip
+    store.register(VIEW, TEXT)
+    store.register(places, {"merchant_id"})
+    frame = events(400, seed=17, cards=4)
+    store.apply(VIEW, frame, "ts")
+    store.apply(places, frame, "ts")
+    cards = pl.DataFrame({"card_id": ["card_000003", "nobody", "card_000000", "card_000003"]})
+    places_features = [f.name for f in places.features]
+    for at in (BASE + 3 * HOUR, BASE + 4 * HOUR + 7 * MINUTE, BASE + 26 * HOUR):
+        together = store.read_many([(places, places_features), (VIEW, FEATURES)], cards, at)
+        assert_close(together[0], store.read(places, cards, at, places_features))
+        assert_close(together[1], store.read(VIEW, cards, at, FEATURES))
+        assert_close(together[1].gather([0, 2]),
+                     offline(frame, ["card_000003", "card_000000"], at))  # fmt: skip
+
+
 def test_sketches_beyond_k_merge_in_redis_as_offline(store: RedisOnlineStore) -> None:
     frame = events(3000, seed=9, cards=1).with_columns(
         pl.format("m{}", pl.int_range(pl.len()) * 7919 % 2500).alias("merchant_id")

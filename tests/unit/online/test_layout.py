@@ -6,7 +6,16 @@ import polars as pl
 
 from featurestore.features.aggregates import tile_partials
 from featurestore.features.definitions import FeatureView
-from featurestore.online.layout import ROW, TILE_MS, decode_records, record_expr
+from featurestore.online.layout import (
+    ROW,
+    SOURCE,
+    TILE_MS,
+    Source,
+    decode_records,
+    decode_sources,
+    record_expr,
+    record_width,
+)
 
 VIEW = FeatureView.model_validate(
     {
@@ -47,3 +56,30 @@ def test_records_round_trip_exactly() -> None:
 
 def test_no_tiles_is_an_empty_frame() -> None:
     assert decode_records(b"", VIEW, set()).height == 0
+
+
+def test_several_views_lines_parse_as_one_frame_with_their_slots() -> None:
+    other = FeatureView.model_validate(
+        {"name": "w", "source": "s", "entity": "card", "owner": "o",
+         "aggregations": [{"column": "amount", "functions": ["max"], "windows": ["1h"]}]}
+    )  # fmt: skip
+    events = pl.DataFrame(
+        {"card": ["a", "b"], "ts": [1_000, 70_000], "amount": [2.5, 4.0],
+         "country": ["DE", "FR"], "offset": [1, 2]}
+    )  # fmt: skip
+    text = {"country"}
+    sources = [Source(VIEW, text, "s0."), Source(other, set(), "s1.")]
+    widths = [record_width(VIEW), record_width(other)]
+    lines: list[str] = []
+    for i, source in enumerate(sources):
+        parts = tile_partials(events, ["card"], "ts", source.view.values, 60_000)
+        records = parts.select(record_expr(source.view, source.text_values)).to_series()
+        before, after = "," * sum(widths[:i]), "," * sum(widths[i + 1 :])
+        for row, tile, record in zip(parts["card"], parts["tile"], records, strict=True):
+            lines.append(f"{ord(row) - 97},{i},60000,{tile},{before}{record}{after}\n")
+    frame = decode_sources("".join(lines).encode(), sources)
+    assert frame[SOURCE].to_list() == [0, 0, 1, 1]
+    assert frame["s0.country__last"].to_list() == ["DE", "FR", None, None]
+    assert frame["s0.country__sketch"].to_list()[2:] == [[], []]
+    assert frame["s1.amount__max"].to_list() == [None, None, 2.5, 4.0]
+    assert frame["s0.amount__sum"].to_list() == [2.5, 4.0, None, None]
