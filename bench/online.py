@@ -369,7 +369,7 @@ def hash_sizes(bench: Bench) -> dict[str, Any]:
         tiles += [0] * (len(cards) - len(tiles))
         pipe = bench.client.pipeline(transaction=False)
         for row, key in enumerate(keys):
-            pipe.evalsha(bench.store._read_sha, 1, key, row)
+            pipe.evalsha(bench.store._read_sha, 1, key, f"{row},", "", "")
         sizes = [len(reply) for reply in pipe.execute()]
         out[view.name] = {"entities": len(cards),
                           "tile_fields": spread(tiles), "reply_bytes": spread(sizes)}  # fmt: skip

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -23,6 +23,10 @@ from featurestore.contracts.registry.client import RegistryClient
 from featurestore.errors import ConfigError, FeatureStoreError
 from featurestore.local import LocalStack, with_local_defaults
 from featurestore.settings import Settings
+
+if TYPE_CHECKING:
+    from featurestore.online import RedisOnlineStore
+    from featurestore.serving import Catalog
 
 app = typer.Typer(
     help="Streaming feature store and online validator: Avro contracts on Kafka, "
@@ -356,11 +360,10 @@ def history(  # noqa: PLR0917 - typer options
     from rich.progress import BarColumn, MofNCompleteColumn
 
     from featurestore.offline.history import get_historical_features
-    from featurestore.stream.definition import load_definitions
+    from featurestore.serving import Catalog
 
-    consumers = load_definitions(definitions)
-    views = {v.name: v for c in consumers for v in sorted(c.views, key=lambda v: v.version)}
-    join_keys = {name: keys for c in consumers for name, keys in c.join_keys.items()}
+    catalog = Catalog.load(definitions)
+    views, join_keys = catalog.views, catalog.join_keys
     settings = Settings()
     root = offline_path or settings.offline_path
     if root is None:
@@ -386,6 +389,124 @@ def history(  # noqa: PLR0917 - typer options
     output.parent.mkdir(parents=True, exist_ok=True)
     result.write_parquet(output)
     console.print(f"wrote {result.height:,} rows x {len(refs)} features to {output}")
+
+
+DefinitionsOption = Annotated[
+    Path, typer.Option(help="Consumer definitions declaring the views (file or folder).")
+]
+
+
+@app.command("serve")
+def serve(  # noqa: PLR0917 - typer options
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port (Feast's default).")] = 6566,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    definitions: DefinitionsOption = Path("consumers"),
+    max_entities: Annotated[
+        int | None, typer.Option(help="Most entity rows per request (default: settings, 1000).")
+    ] = None,
+    registry: Annotated[
+        bool,
+        typer.Option(
+            "--registry/--no-registry",
+            help="Also serve the schema registry API under /registry (one worker only; "
+            "by default run it apart with `featurestore registry serve`).",
+        ),
+    ] = False,
+) -> None:
+    """Serve online features over HTTP: POST /features, GET /features/{view}/{key},
+    GET /views, /healthz, /readyz, /metrics; OpenAPI docs at /docs. A bearer token is
+    required when FEATURESTORE_SERVER_TOKEN is set."""
+    import os
+    import tempfile
+
+    import uvicorn
+
+    from featurestore.serving import Catalog
+
+    if registry and workers > 1:
+        raise ConfigError(
+            "--registry serves the registry from one process: use --workers 1, or run the "
+            "registry apart with `featurestore registry serve`"
+        )
+    catalog = Catalog.load(definitions)  # fails here, not in every worker
+    needs = [*(["redis"] if catalog.redis_url is None else []), *(["kafka"] if registry else [])]
+    settings = with_local_defaults(Settings(), needs=needs)
+    env = {
+        "FEATURESTORE_SERVE_DEFINITIONS": str(definitions.resolve()),
+        "FEATURESTORE_SERVE_REGISTRY": "1" if registry else "0",
+        **({"FEATURESTORE_REDIS_URL": settings.redis_url} if settings.redis_url else {}),
+        **({"FEATURESTORE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or ""} if registry else {}),
+        **({"FEATURESTORE_SERVER_MAX_ENTITIES": str(max_entities)} if max_entities else {}),
+    }
+    os.environ.update(env)
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Every worker writes its metrics here and /metrics sums them.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fs-serve-metrics-")
+    views = ", ".join(f"{v.name} v{v.version}" for v in catalog.views.values())
+    console.print(f"serving {views or 'no views'} at http://{host}:{port} (docs: /docs)")
+    uvicorn.run(
+        "featurestore.serving.server:app_from_environment",
+        factory=True, host=host, port=port, workers=workers, log_level="warning",
+    )  # fmt: skip
+
+
+@app.command("get")
+def get(
+    view: Annotated[str, typer.Argument(help="Feature view, e.g. card_spend.")],
+    key: Annotated[
+        str, typer.Argument(help="The entity's key (several join keys: comma-separated).")
+    ],
+    definitions: DefinitionsOption = Path("consumers"),
+    version: Annotated[int | None, typer.Option(help="A version; default the served.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print one entity's features of one view, with status, freshness and version."""
+    from featurestore.serving import Catalog, FeatureClient
+
+    catalog = Catalog.load(definitions)
+    chosen = catalog.view(view, version)
+    if catalog.redis_url is None:
+        settings = with_local_defaults(Settings(), needs=["redis"], start=False)
+        if settings.redis_url is None:
+            raise ConfigError(
+                "no Redis: set FEATURESTORE_REDIS_URL, or run `featurestore local up`."
+            )
+        catalog.redis_url = settings.redis_url
+    keys = catalog.entity_keys(chosen)
+    parts = key.split(",") if len(keys) > 1 else [key]
+    if len(parts) != len(keys):
+        raise ConfigError(f"view {view!r} is keyed by {keys}: give {','.join(keys)} values")
+    client = FeatureClient(catalog, _online_store(catalog))
+    refs = [f"{chosen.name}@{chosen.version}:{f.name}" for f in chosen.features]
+    found = client.get_online_features({k: [v] for k, v in zip(keys, parts, strict=True)}, refs)
+    state = found.views[0]
+    values = found.values.row(0, named=True)
+    if as_json:
+        print(json.dumps({"view": chosen.name, "version": chosen.version,
+                          "status": state.status[0], "freshness_seconds": state.freshness_s[0],
+                          "features": values}, default=str))  # fmt: skip
+        return
+    fresh = state.freshness_s[0]
+    entity = ", ".join(f"{k}={v}" for k, v in zip(keys, parts, strict=True))
+    newest = f", newest event {fresh:,.1f} s ago" if fresh is not None else ""
+    out = Console()
+    out.print(f"{chosen.name} v{chosen.version}  {entity}  status {state.status[0]}{newest}")
+    table = Table("feature", Column("value", justify="right"))
+    for name, value in values.items():
+        text = f"{value:.6g}" if isinstance(value, float) else str(value)
+        table.add_row(name, "null" if value is None else text)
+    out.print(table)
+
+
+def _online_store(catalog: Catalog) -> RedisOnlineStore:
+    from featurestore.online import RedisOnlineStore, connect
+    from featurestore.serving.client import timeouts
+
+    assert catalog.redis_url is not None
+    return RedisOnlineStore(
+        connect(catalog.redis_url, check=True, **timeouts()), catalog.join_keys, catalog.prefix
+    )
 
 
 @dlq_app.command("show")

@@ -15,6 +15,14 @@ class ConfigError(FeatureStoreError):
     """A setting is missing, malformed or contradicts another."""
 
 
+class NotFoundError(ConfigError):
+    """A feature view, version, feature or feature service that is not defined."""
+
+
+class OnlineStoreUnavailableError(FeatureStoreError):
+    """The online store (Redis) could not be reached or answered with an error."""
+
+
 class MissingToolError(FeatureStoreError):
     """A program the local services need (java, mvn, redis-server) is not installed."""
 

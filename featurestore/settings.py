@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     registry_protect_reads: bool = Field(
         default=False, description="Require the registry credentials for reads as well."
     )
+    server_token: str | None = Field(
+        default=None, description="Bearer token the feature server requires (not for health)."
+    )
+    server_max_entities: int = Field(
+        default=1000, gt=0, description="Most entity rows one feature server request may ask."
+    )
     kafka_version: str = Field(default="4.1.1", description="Apache Kafka version for local runs.")
 
     @property

@@ -194,6 +194,29 @@ class FeatureView(BaseModel):
                 )
 
 
+class FeatureService(BaseModel):
+    """A saved list of feature references that one model reads, served by name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Annotated[str, Field(pattern=NAME)]
+    features: Annotated[list[str], Field(min_length=1)]
+    owner: str = ""
+    description: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("features")
+    @classmethod
+    def _references(cls, features: list[str]) -> list[str]:
+        for ref in features:
+            try:
+                split_ref(ref)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        if len(set(features)) != len(features):
+            raise ValueError("a feature is listed twice")
+        return features
+
+
 def split_ref(ref: str) -> tuple[str, str]:
     """``"card_spend:amount_sum_1h"`` -> (view, feature); a clear error otherwise."""
     view, sep, feature = ref.partition(":")

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the consumer (and later the server), in the default registry.
+"""Prometheus metrics of the consumer and the feature server, in the default registry.
 
 Counters move only after a batch is committed, so ``events_in == events_valid +
 sum(events_dead_lettered)`` holds at every scrape, per consumer and contract.
@@ -33,6 +33,31 @@ ONLINE_WRITE_SECONDS = Histogram(
 )
 RETRIES = Counter(
     "featurestore_retries", "Operations retried after a dependency failed.", ["consumer", "what"]
+)
+
+
+HTTP_REQUEST_SECONDS = Histogram(
+    "featurestore_http_request_seconds",
+    "Wall time of one HTTP request of a featurestore server, by route template.",
+    ["server", "method", "route"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+HTTP_ERRORS = Counter(
+    "featurestore_http_errors",
+    "HTTP responses with a status of 400 or more, by route template and status.",
+    ["server", "method", "route", "status"],
+)
+LOOKUP_SECONDS = Histogram(
+    "featurestore_lookup_seconds",
+    "Wall time of one online lookup (Redis round trip, decode, window merge).",
+    ["client"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
+LOOKUP_ENTITIES = Histogram(
+    "featurestore_lookup_entities",
+    "Entity rows per online lookup.",
+    ["client"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
 )
 
 

@@ -5,7 +5,14 @@ source offset) and reads window values at a time; `connect` makes a client for a
 Redis a URL names (standalone, Sentinel, Cluster; AUTH and TLS from the URL).
 """
 
-from featurestore.online.connection import connect, redact_url
+from featurestore.online.connection import connect, connect_async, redact_url
 from featurestore.online.store import ApplyStats, OnlineStore, RedisOnlineStore
 
-__all__ = ["ApplyStats", "OnlineStore", "RedisOnlineStore", "connect", "redact_url"]
+__all__ = [
+    "ApplyStats",
+    "OnlineStore",
+    "RedisOnlineStore",
+    "connect",
+    "connect_async",
+    "redact_url",
+]

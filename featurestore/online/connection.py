@@ -149,12 +149,40 @@ def connect(
     return client
 
 
-def _sentinel_master(target: RedisTarget, merged: dict[str, Any]) -> redis.Redis:
+def connect_async(url: str, *, decode_responses: bool = False, **options: Any) -> Any:
+    """`connect` for asyncio services: a ``redis.asyncio`` client for the same URL forms
+    (it connects on its first command; a cluster client on ``initialize()`` or its first
+    command)."""
+    from redis.asyncio import Redis as AsyncRedis
+    from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
+    from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+    from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+
+    target = parse_redis_url(url)
+    merged = {"decode_responses": decode_responses, **options, **target.options}
+    if target.kind == "standalone":
+        return AsyncRedis.from_url(url, decode_responses=decode_responses, **options)
+    if target.kind == "cluster":
+        nodes = [AsyncClusterNode(h, p) for h, p in target.nodes]
+        return AsyncRedisCluster(startup_nodes=nodes, **merged)
+    sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
+        list(target.nodes), sentinel_kwargs=_sentinel_kwargs(target, merged), **merged
+    )
+    assert target.service_name is not None
+    return sentinel.master_for(target.service_name)
+
+
+def _sentinel_kwargs(target: RedisTarget, merged: dict[str, Any]) -> dict[str, Any]:
     # redis-py gives the sentinels only the socket_* options unless told otherwise;
     # with TLS the sentinels speak TLS too, and they have credentials of their own.
     wanted = ("socket_", "ssl") if target.tls else ("socket_",)
     sentinel_kwargs = {k: v for k, v in merged.items() if k.startswith(wanted)}
     sentinel_kwargs.update(target.sentinel_auth)
+    return sentinel_kwargs
+
+
+def _sentinel_master(target: RedisTarget, merged: dict[str, Any]) -> redis.Redis:
+    sentinel_kwargs = _sentinel_kwargs(target, merged)
     # redis-py leaves Sentinel, master_for and parse_url unannotated.
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         list(target.nodes), sentinel_kwargs=sentinel_kwargs, **merged

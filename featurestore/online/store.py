@@ -19,6 +19,7 @@ carry its version; the hash expires ``view.ttl_ms`` after its last write.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from featurestore.features.aggregates import (
     TILE,
     Aggregation,
     epoch_ms,
+    partial_column,
     tile_partials,
 )
 from featurestore.features.definitions import FeatureView
@@ -56,6 +58,7 @@ from featurestore.online.layout import (
 log = logging.getLogger(__name__)
 _APPLY = files("featurestore.online").joinpath("apply.lua").read_text()
 _READ = files("featurestore.online").joinpath("read.lua").read_text()
+SCRIPTS = (_APPLY, _READ)
 _KEY, _OFIELD = "__key", "__ofield"
 
 
@@ -89,14 +92,16 @@ class RedisOnlineStore:
         self.entities = dict(entities)  # entity name -> join keys
         self.prefix = prefix.rstrip(":")
         self.pipeline_size = pipeline_size
-        self._apply_sha = self._read_sha = ""
+        # A script's SHA is that of its text: known without asking Redis, which learns the
+        # script on the first NOSCRIPT (`_pipelined`). `prepare` and `finish` never use
+        # the client, so an asyncio client can send what `prepare` builds.
+        self._apply_sha, self._read_sha = _sha(_APPLY), _sha(_READ)
         self._text: dict[tuple[str, int], set[str]] = {}
         self._plans: dict[tuple[tuple[str, int, tuple[str, ...]], ...], _ReadPlan] = {}
-        self._load_scripts()
 
     def _load_scripts(self) -> None:
-        self._apply_sha = self.client.script_load(_APPLY)
-        self._read_sha = self.client.script_load(_READ)
+        for script in SCRIPTS:
+            self.client.script_load(script)
 
     def _meta_key(self, view: FeatureView) -> str:
         # Without the trailing ':' of entity keys, so no entity key can be this key.
@@ -277,20 +282,53 @@ class RedisOnlineStore:
         """`read` for several views in ONE pipelined round trip, decoded by one CSV parse
         and merged by one query (the views' tiles share a frame, see `decode_sources`);
         one frame per request."""
+        return self.lookup(requests, entities, at).values
+
+    def lookup(
+        self,
+        requests: Sequence[tuple[FeatureView, Sequence[str]]],
+        entities: pl.DataFrame,
+        at: int,
+    ) -> Lookup:
+        """`read_many` with what serving reports beside the values: per request and
+        entity row, whether Redis holds the entity and its newest event time."""
+        prepared = self.prepare(requests, entities)
+        return self.finish(prepared, self._pipelined(prepared.commands), at)
+
+    def prepare(
+        self, requests: Sequence[tuple[FeatureView, Sequence[str]]], entities: pl.DataFrame
+    ) -> PreparedRead:
+        """The commands of a lookup, for any client to send in one pipeline (the async
+        client sends them with redis.asyncio), then `finish`. Text value lists not yet
+        known are read in the same pipeline."""
+        views = [view for view, _ in requests]
         plan = self._plan(tuple((view, tuple(features)) for view, features in requests))
         commands: list[tuple[Any, ...]] = []
-        for i, (view, _) in enumerate(requests):
+        for i, view in enumerate(views):
             before, after = plan.padding[i]
             commands += [("EVALSHA", self._read_sha, 1, key, f"{row},{i},", before, after)
                          for row, key in enumerate(self._keys(view, entities))]  # fmt: skip
-        replies = self._pipelined(commands)
-        sources = [Source(view, self.text_values(view), _source_prefix(i))
-                   for i, (view, _) in enumerate(requests)]  # fmt: skip
-        partials = decode_sources(b"".join(replies), sources)
-        rows = pl.DataFrame({ROW: pl.int_range(entities.height, eager=True, dtype=pl.Int64)})
+        unknown = sorted({(v.name, v.version): v for v in views
+                          if (v.name, v.version) not in self._text}.items())  # fmt: skip
+        commands += [("HGET", self._meta_key(view), "text") for _, view in unknown]
+        return PreparedRead(views, plan, entities.height, commands, [v for _, v in unknown])
+
+    def finish(self, prepared: PreparedRead, replies: Sequence[Any], at: int) -> Lookup:
+        """Window values at ``at`` from the replies to ``prepared.commands``."""
+        reads = len(replies) - len(prepared.unknown_text)
+        for view, raw in zip(prepared.unknown_text, replies[reads:], strict=True):
+            if raw is not None:  # never registered: nothing written yet, ask again next time
+                self._text[(view.name, view.version)] = {v for v in raw.decode().split(",") if v}
+        sources = [Source(view, self._text.get((view.name, view.version), set()),
+                          _source_prefix(i)) for i, view in enumerate(prepared.views)]  # fmt: skip
+        partials = decode_sources(b"".join(replies[:reads]), sources)
+        rows = pl.DataFrame({ROW: pl.int_range(prepared.rows, eager=True, dtype=pl.Int64)})
+        plan = prepared.plan
         values = windows_at(partials, ROW, rows, at, plan.read, tile_ms_col=TILE_MS,
-                            source_col=SOURCE)  # fmt: skip
-        return [values.select(columns) for columns in plan.columns]
+                            source_col=SOURCE, carry=plan.carry)  # fmt: skip
+        tiles = [values[f"__tiles{i}"].fill_null(0) > 0 for i in range(len(prepared.views))]
+        newest = [values[f"__newest{i}"] for i in range(len(prepared.views))]
+        return Lookup([values.select(columns) for columns in plan.columns], tiles, newest)
 
     def _plan(self, requests: tuple[tuple[FeatureView, tuple[str, ...]], ...]) -> _ReadPlan:
         """The engine's one-pass read of these requests, built once per request shape."""
@@ -302,6 +340,27 @@ class RedisOnlineStore:
 
 
 @dataclass(frozen=True)
+class PreparedRead:
+    """A lookup's Redis commands and what `RedisOnlineStore.finish` needs to decode them."""
+
+    views: list[FeatureView]
+    plan: _ReadPlan
+    rows: int
+    commands: list[tuple[Any, ...]]
+    unknown_text: list[FeatureView]
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Per request: its feature values, whether Redis holds each entity row's hash (any
+    tile), and the newest event time (epoch ms) among the tiles it holds (null: none)."""
+
+    values: list[pl.DataFrame]
+    found: list[pl.Series]
+    newest_event_ms: list[pl.Series]
+
+
+@dataclass(frozen=True)
 class _ReadPlan:
     """How one request shape (views and features) is read: the compiled `WindowRead`
     over every view's windows, the output columns per view, and each view's record slot
@@ -310,6 +369,7 @@ class _ReadPlan:
     read: WindowRead
     columns: tuple[tuple[pl.Expr, ...], ...]
     padding: tuple[tuple[str, str], ...]
+    carry: tuple[pl.Expr, ...]  # per view: tiles held (``__tiles<i>``), newest event time
 
     @classmethod
     def of(cls, requests: Sequence[tuple[FeatureView, Sequence[str]]]) -> _ReadPlan:
@@ -341,11 +401,22 @@ class _ReadPlan:
         padding = tuple(
             ("," * sum(widths[:i]), "," * sum(widths[i + 1 :])) for i in range(len(requests))
         )
-        return cls(read, tuple(columns), padding)
+        carry = []
+        for i, (view, _) in enumerate(requests):
+            times = [
+                pl.col(partial_column(_source_prefix(i) + n, "last_time")) for n in view.values
+            ]
+            carry += [(pl.col(SOURCE) == i).sum().alias(f"__tiles{i}"),
+                      pl.max_horizontal(times).max().alias(f"__newest{i}")]  # fmt: skip
+        return cls(read, tuple(columns), padding, tuple(carry))
 
 
 def _source_prefix(index: int) -> str:
     return f"s{index}."
+
+
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
 
 
 def _apply_command(

@@ -23,7 +23,7 @@ from pydantic import (
 
 from featurestore.contracts.contract import parse_duration_ms
 from featurestore.errors import ConfigError, ContractError
-from featurestore.features.definitions import Entity, FeatureView
+from featurestore.features.definitions import Entity, FeatureService, FeatureView
 
 
 class OfflineSink(BaseModel):
@@ -86,6 +86,11 @@ class ConsumerDefinition(BaseModel):
     entities: list[Entity] = Field(default_factory=list)
     views: list[FeatureView] = Field(
         default_factory=list, description="Feature views computed from this consumer's events."
+    )
+    feature_services: list[FeatureService] = Field(
+        default_factory=list,
+        description="Named lists of view:feature references, served by name (any view "
+        "of any definition the server loads).",
     )
     kafka: dict[str, str | int | bool] = Field(
         default_factory=dict,

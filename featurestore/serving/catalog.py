@@ -1,0 +1,193 @@
+"""What can be served: views, their entities' join keys and feature services, resolved
+once into read plans.
+
+A `Catalog` is built from the consumer definitions (``consumers/*.toml``) when a client
+or server starts; every lookup then resolves its feature list with a dictionary hit
+(`Catalog.resolve` caches by the list), never by reading definitions again.
+
+References: ``view:feature`` reads the view's served version, ``view@3:feature`` that
+version explicitly (a version in shadow is only ever read this way); a plain name
+without ``:`` is a feature service. The served version is the highest declared one.
+
+Invariants: a feature list resolves to the same `Resolved` every time; an unknown
+view, version, feature or service is a `NotFoundError` naming it and what exists.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from featurestore.errors import ConfigError, NotFoundError
+from featurestore.features.definitions import NAME, FeatureService, FeatureView
+
+_REF = re.compile(r"^(?P<view>[A-Za-z_][A-Za-z0-9_]*)(?:@(?P<version>[0-9]+))?:(?P<feature>.+)$")
+
+
+@dataclass(frozen=True)
+class Output:
+    """One requested feature: its reference, its output name and where it is read."""
+
+    ref: str  # as the caller wrote it, or view:feature for a service's
+    name: str  # the output column: the feature name, or view__feature when asked
+    request: int  # index into Resolved.requests
+    feature: str
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A feature list as reads: one (view, features) request per view version."""
+
+    requests: tuple[tuple[FeatureView, tuple[str, ...]], ...]
+    outputs: tuple[Output, ...]
+    join_keys: tuple[str, ...]  # every join key the lookup's entities must carry
+    service: str | None = None
+
+
+class Catalog:
+    """The views, entities and feature services a client or server serves."""
+
+    def __init__(
+        self,
+        views: Iterable[FeatureView],
+        join_keys: Mapping[str, Sequence[str]],
+        services: Iterable[FeatureService] = (),
+        *,
+        prefix: str = "fs",
+        redis_url: str | None = None,
+    ) -> None:
+        self.versions: dict[str, dict[int, FeatureView]] = {}
+        for view in views:
+            known = self.versions.setdefault(view.name, {})
+            if view.version in known and known[view.version] != view:
+                raise ConfigError(
+                    f"view {view.name!r} version {view.version} is declared twice, "
+                    "differently; give one of them a new version"
+                )
+            known[view.version] = view
+        self.join_keys = {entity: list(keys) for entity, keys in join_keys.items()}
+        self.services: dict[str, FeatureService] = {}
+        for service in services:
+            if service.name in self.services:
+                raise ConfigError(f"feature service {service.name!r} is declared twice")
+            self.services[service.name] = service
+        self.prefix = prefix
+        self.redis_url = redis_url
+        self._resolved: dict[tuple[tuple[str, ...] | str, bool], Resolved] = {}
+        for service in self.services.values():  # a broken service fails at start
+            try:
+                self.resolve(service.name)
+            except NotFoundError as exc:
+                raise ConfigError(f"feature service {service.name!r}: {exc}") from None
+
+    @classmethod
+    def load(cls, where: str | Path) -> Catalog:
+        """The catalog of the consumer definitions in a folder (or one file)."""
+        from featurestore.stream.definition import load_definitions
+
+        consumers = load_definitions(where)
+        prefixes = {c.sinks.online.prefix for c in consumers}
+        urls = {c.sinks.online.redis_url for c in consumers} - {None}
+        if len(prefixes) > 1 or len(urls) > 1:
+            raise ConfigError(
+                f"the definitions in {where} write to different online stores (prefixes "
+                f"{sorted(prefixes)}, URLs {len(urls)}); serve each store with its own "
+                "definitions folder"
+            )
+        join_keys: dict[str, list[str]] = {}
+        for consumer in consumers:
+            for entity, keys in consumer.join_keys.items():
+                if join_keys.setdefault(entity, keys) != keys:
+                    raise ConfigError(
+                        f"entity {entity!r} has join keys {join_keys[entity]} in one definition "
+                        f"and {keys} in another; an entity's keys must agree everywhere"
+                    )
+        return cls(
+            [v for c in consumers for v in c.views],
+            join_keys,
+            [s for c in consumers for s in c.feature_services],
+            prefix=prefixes.pop() if prefixes else "fs",
+            redis_url=urls.pop() if urls else None,
+        )
+
+    @property
+    def views(self) -> dict[str, FeatureView]:
+        """The served version of every view, by name."""
+        return {name: known[max(known)] for name, known in self.versions.items()}
+
+    def view(self, name: str, version: int | None = None) -> FeatureView:
+        known = self.versions.get(name)
+        if known is None:
+            views = ", ".join(sorted(self.versions)) or "none"
+            raise NotFoundError(f"unknown feature view {name!r}; views: {views}")
+        if version is None:
+            return known[max(known)]
+        if version not in known:
+            raise NotFoundError(
+                f"feature view {name!r} has no version {version}; versions: "
+                f"{', '.join(map(str, sorted(known)))}"
+            )
+        return known[version]
+
+    def entity_keys(self, view: FeatureView) -> list[str]:
+        return self.join_keys[view.entity]
+
+    def resolve(self, features: Sequence[str] | str, *, full_names: bool = False) -> Resolved:
+        """The reads of a feature list (``view:feature`` refs) or of a feature service."""
+        key = (features if isinstance(features, str) else tuple(features), full_names)
+        cached = self._resolved.get(key)
+        if cached is None:
+            cached = self._resolved[key] = self._resolve(*key)
+        return cached
+
+    def _resolve(self, features: tuple[str, ...] | str, full_names: bool) -> Resolved:
+        service = None
+        if isinstance(features, str):
+            if features not in self.services:
+                known = ", ".join(sorted(self.services)) or "none"
+                raise NotFoundError(f"unknown feature service {features!r}; services: {known}")
+            service = features
+            features = tuple(self.services[service].features)
+        if not features:
+            raise ConfigError("no features asked for; give view:feature references")
+        requests: dict[tuple[str, int], list[str]] = {}
+        picked: dict[tuple[str, int], FeatureView] = {}
+        outputs: list[tuple[str, str, tuple[str, int], str]] = []
+        for ref in features:
+            view, feature = self._parse(ref)
+            if feature not in {f.name for f in view.features}:
+                raise NotFoundError(
+                    f"feature view {view.name!r} (version {view.version}) has no feature "
+                    f"{feature!r}; it has {', '.join(f.name for f in view.features)}"
+                )
+            at = (view.name, view.version)
+            picked[at] = view
+            if feature not in requests.setdefault(at, []):
+                requests[at].append(feature)
+            out_name = f"{view.name}__{feature}" if full_names else feature
+            outputs.append((ref, out_name, at, feature))
+        names = [output[1] for output in outputs]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            hint = "" if full_names else "; ask for full feature names (view__feature)"
+            raise ConfigError(f"features {twice} are asked for twice{hint}")
+        order = list(requests)
+        keys = {k: None for at in order for k in self.join_keys[picked[at].entity]}
+        return Resolved(
+            tuple((picked[at], tuple(requests[at])) for at in order),
+            tuple(Output(ref, name, order.index(at), f) for ref, name, at, f in outputs),
+            tuple(keys),
+            service,
+        )
+
+    def _parse(self, ref: str) -> tuple[FeatureView, str]:
+        match = _REF.match(ref.strip())
+        if match is None or not re.match(NAME, match["feature"]):
+            raise NotFoundError(
+                f"{ref!r} is not a feature reference; write view:feature or view@version:feature"
+            )
+        version = match["version"]
+        view = self.view(match["view"], int(version) if version else None)
+        return view, match["feature"]

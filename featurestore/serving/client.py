@@ -1,0 +1,217 @@
+"""The in-process feature client, sync and asyncio: entity rows in, `OnlineFeatures` out.
+
+One lookup = one Redis round trip for every view asked (`RedisOnlineStore.prepare`
+builds the pipeline, `finish` decodes and merges it with the window engine at the
+request time). Definitions are resolved once per feature list (`Catalog.resolve`).
+
+Entity rows are accepted as Feast's ``[{"card_id": "c1"}, ...]``, as a mapping of key
+to list, or as a Polars, pandas or Arrow frame; every join key the requested views need
+must be there, and nothing else.
+
+Invariants: a lookup never writes; Redis failures surface as
+`OnlineStoreUnavailableError` (the server answers 503) and the next lookup reconnects.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from featurestore.errors import ConfigError, OnlineStoreUnavailableError
+from featurestore.online.connection import connect, connect_async, redact_url
+from featurestore.online.store import SCRIPTS, RedisOnlineStore
+from featurestore.serving.catalog import Catalog, Resolved
+from featurestore.serving.response import OnlineFeatures
+
+Clock = Callable[[], int]  # epoch milliseconds
+Entities = Sequence[Mapping[str, Any]] | Mapping[str, Any] | pl.DataFrame | Any
+Features = Sequence[str] | str
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, RedisClusterException)
+# Lookups fail fast while Redis is away, and the server answers 503 rather than hang.
+_TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 2.0}
+
+
+def timeouts() -> dict[str, Any]:
+    """Connection options of serving clients: fail fast while Redis is away."""
+    return dict(_TIMEOUTS)
+
+
+def wall_clock() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def entity_frame(entities: Entities, join_keys: Sequence[str]) -> pl.DataFrame:
+    """Entity rows as a frame of exactly ``join_keys``; a ConfigError naming what is
+    missing or unknown otherwise."""
+    if isinstance(entities, pl.DataFrame):
+        frame = entities
+    elif isinstance(entities, Mapping):
+        frame = pl.DataFrame({k: v if isinstance(v, list | tuple) else [v]
+                              for k, v in entities.items()})  # fmt: skip
+    elif isinstance(entities, Sequence) and not isinstance(entities, str):
+        if not all(isinstance(row, Mapping) for row in entities):
+            raise ConfigError("entity rows must be mappings of join key to value")
+        names = list(dict.fromkeys(k for row in entities for k in row))
+        frame = pl.DataFrame({k: [row.get(k) for row in entities] for k in names})
+    else:
+        try:
+            frame = pl.from_pandas(entities) if _is_pandas(entities) else pl.from_arrow(entities)  # type: ignore[assignment]
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"cannot read entity rows from a {type(entities).__name__}; pass a list of "
+                "dicts, a dict of lists, or a Polars, pandas or Arrow frame"
+            ) from None
+    missing = [k for k in join_keys if k not in frame.columns]
+    unknown = [c for c in frame.columns if c not in join_keys]
+    if missing or unknown:
+        problems = [f"missing join keys {missing}" if missing else "",
+                    f"unknown columns {unknown}" if unknown else ""]  # fmt: skip
+        raise ConfigError(
+            f"entity rows: {'; '.join(p for p in problems if p)}; these features need "
+            f"exactly the join keys {list(join_keys)}"
+        )
+    return frame.select(join_keys)
+
+
+def _is_pandas(value: Any) -> bool:
+    return type(value).__module__.startswith("pandas")
+
+
+class FeatureClient:
+    """Online features by key, in-process; one Redis round trip per lookup."""
+
+    def __init__(self, catalog: Catalog, store: RedisOnlineStore, *, clock: Clock = wall_clock):
+        self.catalog = catalog
+        self.store = store
+        self.clock = clock
+
+    @classmethod
+    def connect(
+        cls,
+        definitions: str | Path = "consumers",
+        *,
+        redis_url: str | None = None,
+        clock: Clock = wall_clock,
+    ) -> FeatureClient:
+        """A client for the views declared in ``definitions``, reading the Redis at
+        ``redis_url`` (default: the definitions' online sink, then
+        $FEATURESTORE_REDIS_URL)."""
+        catalog = Catalog.load(definitions)
+        url = redis_url_for(catalog, redis_url)
+        store = RedisOnlineStore(connect(url, **_TIMEOUTS), catalog.join_keys, catalog.prefix)
+        return cls(catalog, store, clock=clock)
+
+    def get_online_features(
+        self, entities: Entities, features: Features, *, full_feature_names: bool = False
+    ) -> OnlineFeatures:
+        """``features`` (``view:feature`` refs, or a feature service's name) of each
+        entity row, at the client's clock."""
+        resolved = self.catalog.resolve(features, full_names=full_feature_names)
+        frame = entity_frame(entities, resolved.join_keys)
+        at = self.clock()
+        try:
+            lookup = self.store.lookup(resolved.requests, frame, at)
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
+        return OnlineFeatures.of(frame, resolved, lookup, at)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.store.client.ping())
+        except (*_UNAVAILABLE, RedisError):
+            return False
+
+    def close(self) -> None:
+        self.store.client.close()
+
+
+class AsyncFeatureClient:
+    """`FeatureClient` for asyncio services: the round trip is awaited (redis.asyncio),
+    the decode and merge (a few milliseconds of Polars) run inline."""
+
+    def __init__(self, catalog: Catalog, client: Any, *, clock: Clock = wall_clock) -> None:
+        self.catalog = catalog
+        self.client = client
+        # The store only prepares commands and finishes replies here: it never sends.
+        self.store = RedisOnlineStore(client, catalog.join_keys, catalog.prefix)
+        self.clock = clock
+
+    @classmethod
+    def connect(
+        cls,
+        definitions: str | Path = "consumers",
+        *,
+        redis_url: str | None = None,
+        clock: Clock = wall_clock,
+    ) -> AsyncFeatureClient:
+        catalog = Catalog.load(definitions)
+        client = connect_async(redis_url_for(catalog, redis_url), **_TIMEOUTS)
+        return cls(catalog, client, clock=clock)
+
+    async def get_online_features(
+        self, entities: Entities, features: Features, *, full_feature_names: bool = False
+    ) -> OnlineFeatures:
+        resolved = self.catalog.resolve(features, full_names=full_feature_names)
+        return await self.lookup(resolved, entity_frame(entities, resolved.join_keys))
+
+    async def lookup(self, resolved: Resolved, entities: pl.DataFrame) -> OnlineFeatures:
+        """A resolved lookup of entity rows already checked by `entity_frame`."""
+        prepared = self.store.prepare(resolved.requests, entities)
+        at = self.clock()
+        try:
+            replies = await self._pipelined(prepared.commands)
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
+        return OnlineFeatures.of(entities, resolved, self.store.finish(prepared, replies, at), at)
+
+    async def _pipelined(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            try:
+                return list(await pipe.execute())
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                for script in SCRIPTS:  # Redis restarted or flushed its scripts
+                    await self.client.script_load(script)
+        raise AssertionError("unreachable")
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except (*_UNAVAILABLE, RedisError, OSError):
+            return False
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def redis_url_for(catalog: Catalog, given: str | None) -> str:
+    """The Redis to read: ``given``, else the definitions' online sink, else the
+    settings'."""
+    from featurestore.settings import Settings
+
+    url = given or catalog.redis_url or Settings().redis_url
+    if url is None:
+        raise ConfigError(
+            "no Redis to read features from: pass redis_url, set FEATURESTORE_REDIS_URL, "
+            "or run `featurestore local up`"
+        )
+    return url
+
+
+def _unavailable(exc: Exception) -> OnlineStoreUnavailableError:
+    return OnlineStoreUnavailableError(
+        f"the online store (Redis) is unavailable: {exc}. Lookups resume by themselves "
+        "when it is back; check `featurestore local status` or the Redis URL "
+        f"({redact_url(str(getattr(exc, 'url', '')) or 'see settings')})"
+    )

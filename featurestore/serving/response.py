@@ -1,0 +1,162 @@
+"""The answer to an online lookup: values, and per value its view version, freshness
+and status, convertible to dict, Polars, Arrow, pandas and the HTTP body.
+
+Status of each (entity row, view), shared by that view's values for that row:
+
+    PRESENT    Redis holds the entity and its newest event is within the view's TTL
+    NOT_FOUND  Redis holds nothing for the entity (never seen, or expired and deleted)
+    EXPIRED    Redis still holds the entity, but its newest event is older than the
+               view's TTL at the request time
+
+Values are always the window values at the request time, whatever the status: a count
+is 0 and a mean null when the window holds no event, so NOT_FOUND and EXPIRED values
+are the empty window's (TTL is at least the longest window, so an expired entity's
+windows are empty). Freshness is request time minus the newest event time of the
+entity in that view, in seconds (null when nothing is held).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from featurestore.online.store import Lookup
+from featurestore.serving.catalog import Resolved
+
+if TYPE_CHECKING:
+    import pandas as pd  # type: ignore[import-untyped]
+    import pyarrow as pa
+
+PRESENT, NOT_FOUND, EXPIRED = "PRESENT", "NOT_FOUND", "EXPIRED"
+
+
+@dataclass(frozen=True)
+class ViewState:
+    """One requested view version's state per entity row."""
+
+    name: str
+    version: int
+    status: pl.Series  # PRESENT / NOT_FOUND / EXPIRED per row
+    freshness_s: pl.Series  # Float64 seconds, null when nothing is held
+    newest_event_ms: pl.Series  # Int64 epoch ms, null when nothing is held
+
+
+@dataclass(frozen=True)
+class OnlineFeatures:
+    """Feature values of a batch of entity rows at one request time, in request order."""
+
+    entities: pl.DataFrame  # the join key columns, one row per entity row asked
+    values: pl.DataFrame  # one column per requested feature, in request order
+    resolved: Resolved
+    views: tuple[ViewState, ...]  # per request of `resolved`
+    at_ms: int
+
+    @classmethod
+    def of(
+        cls, entities: pl.DataFrame, resolved: Resolved, lookup: Lookup, at_ms: int
+    ) -> OnlineFeatures:
+        views = []
+        for (view, _), found, newest in zip(
+            resolved.requests, lookup.found, lookup.newest_event_ms, strict=True
+        ):
+            frame = pl.DataFrame({"found": found, "age": (at_ms - newest).cast(pl.Int64)})
+            status = frame.select(
+                pl.when(~pl.col("found"))
+                .then(pl.lit(NOT_FOUND))
+                .when(pl.col("age") > view.ttl_ms)
+                .then(pl.lit(EXPIRED))
+                .otherwise(pl.lit(PRESENT))
+                .alias("status")
+            ).to_series()
+            freshness = (frame["age"].cast(pl.Float64) / 1000.0).alias("freshness_s")
+            views.append(ViewState(view.name, view.version, status, freshness, newest))
+        columns = [
+            lookup.values[out.request].get_column(out.feature).alias(out.name)
+            for out in resolved.outputs
+        ]
+        return cls(entities, pl.DataFrame(columns), resolved, tuple(views), at_ms)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [out.name for out in self.resolved.outputs]
+
+    def to_polars(self, *, metadata: bool = False) -> pl.DataFrame:
+        """Join keys, then the features; with ``metadata``, per view version
+        ``<view>__version``, ``<view>__status`` and ``<view>__freshness_s`` columns."""
+        frame = pl.concat([self.entities, self.values], how="horizontal")
+        if metadata:
+            extra = []
+            for state in self.views:
+                label = (
+                    state.name
+                    if self._one_version(state.name)
+                    else f"{state.name}_v{state.version}"
+                )
+                extra += [
+                    pl.repeat(state.version, self.values.height, dtype=pl.Int64, eager=True).alias(
+                        f"{label}__version"
+                    ),
+                    state.status.alias(f"{label}__status"),
+                    state.freshness_s.alias(f"{label}__freshness_s"),
+                ]
+            frame = frame.with_columns(extra)
+        return frame
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        """Join keys and feature names to lists of values, as Feast's ``to_dict``."""
+        return self.to_polars().to_dict(as_series=False)
+
+    def to_arrow(self) -> pa.Table:
+        return self.to_polars().to_arrow()
+
+    def to_pandas(self) -> pd.DataFrame:
+        return self.to_polars().to_pandas()
+
+    def status(self, name: str) -> list[str]:
+        """The status of one output feature per entity row."""
+        return self._state_of(name).status.to_list()
+
+    def freshness(self, name: str) -> list[float | None]:
+        return self._state_of(name).freshness_s.to_list()
+
+    def version(self, name: str) -> int:
+        return self._state_of(name).version
+
+    def body(self) -> dict[str, Any]:
+        """The HTTP response: column-oriented, one entry per feature with its values,
+        statuses, freshness and view version."""
+        at = datetime.fromtimestamp(self.at_ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+        features = []
+        for out, column in zip(self.resolved.outputs, self.values.iter_columns(), strict=True):
+            state = self.views[out.request]
+            features.append(
+                {
+                    "name": out.name,
+                    "ref": out.ref,
+                    "view": state.name,
+                    "version": state.version,
+                    "values": column.to_list(),
+                    "statuses": state.status.to_list(),
+                    "freshness_seconds": state.freshness_s.to_list(),
+                }
+            )
+        body: dict[str, Any] = {
+            "at": at,
+            "entities": self.entities.to_dict(as_series=False),
+            "features": features,
+        }
+        if self.resolved.service is not None:
+            body["feature_service"] = self.resolved.service
+        return body
+
+    def _state_of(self, name: str) -> ViewState:
+        for out in self.resolved.outputs:
+            if out.name == name:
+                return self.views[out.request]
+        raise KeyError(f"{name!r} was not asked for; asked: {', '.join(self.feature_names)}")
+
+    def _one_version(self, view: str) -> bool:
+        return sum(state.name == view for state in self.views) == 1
