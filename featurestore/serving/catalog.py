@@ -8,6 +8,8 @@ or server starts; every lookup then resolves its feature list with a dictionary 
 References: ``view:feature`` reads the view's served version, ``view@3:feature`` that
 version explicitly (a version in shadow is only ever read this way); a plain name
 without ``:`` is a feature service. The served version is the highest declared one.
+Output names are the feature names, or with full names ``view__feature`` (and
+``view_v3__feature`` for a pinned version).
 
 Invariants: a feature list resolves to the same `Resolved` every time; an unknown
 view, version, feature or service is a `NotFoundError` naming it and what exists.
@@ -156,7 +158,7 @@ class Catalog:
         picked: dict[tuple[str, int], FeatureView] = {}
         outputs: list[tuple[str, str, tuple[str, int], str]] = []
         for ref in features:
-            view, feature = self._parse(ref)
+            view, feature, pinned = self._parse(ref)
             if feature not in {f.name for f in view.features}:
                 raise NotFoundError(
                     f"feature view {view.name!r} (version {view.version}) has no feature "
@@ -166,7 +168,8 @@ class Catalog:
             picked[at] = view
             if feature not in requests.setdefault(at, []):
                 requests[at].append(feature)
-            out_name = f"{view.name}__{feature}" if full_names else feature
+            label = f"{view.name}_v{view.version}" if pinned else view.name
+            out_name = f"{label}__{feature}" if full_names else feature
             outputs.append((ref, out_name, at, feature))
         names = [output[1] for output in outputs]
         twice = sorted({n for n in names if names.count(n) > 1})
@@ -182,7 +185,8 @@ class Catalog:
             service,
         )
 
-    def _parse(self, ref: str) -> tuple[FeatureView, str]:
+    def _parse(self, ref: str) -> tuple[FeatureView, str, bool]:
+        """(view, feature, whether the ref names the version)."""
         match = _REF.match(ref.strip())
         if match is None or not re.match(NAME, match["feature"]):
             raise NotFoundError(
@@ -190,4 +194,4 @@ class Catalog:
             )
         version = match["version"]
         view = self.view(match["view"], int(version) if version else None)
-        return view, match["feature"]
+        return view, match["feature"], version is not None

@@ -1,0 +1,169 @@
+"""Resolving feature lists and services against definitions, once; entity rows in any
+form; statuses and conversions of a lookup's answer (pure, no Redis)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from featurestore.errors import ConfigError, NotFoundError
+from featurestore.features.definitions import FeatureService, FeatureView
+from featurestore.online.store import Lookup
+from featurestore.serving import EXPIRED, NOT_FOUND, PRESENT, Catalog, OnlineFeatures, entity_frame
+
+
+def view(name: str, version: int = 1, column: str = "amount") -> FeatureView:
+    return FeatureView.model_validate(
+        {"name": name, "version": version, "source": "s", "entity": "card", "owner": "o",
+         "aggregations": [{"column": column, "functions": ["count", "sum"],
+                           "windows": ["1h/5m", "24h/1h"]}]}
+    )  # fmt: skip
+
+
+SPEND, SPEND2, PLACES = view("spend"), view("spend", 2), view("places", column="merchant")
+SERVICE = FeatureService(name="fraud", features=["spend:amount_sum_1h", "places:merchant_count_1h"])
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    return Catalog([SPEND, SPEND2, PLACES], {"card": ["card_id"]}, [SERVICE])
+
+
+def test_refs_resolve_grouped_by_view_in_request_order(catalog: Catalog) -> None:
+    resolved = catalog.resolve(
+        ["places:merchant_count_1h", "spend:amount_sum_24h", "places:merchant_sum_1h",
+         "spend@1:amount_count_1h"]
+    )  # fmt: skip
+    assert [(v.name, v.version, f) for v, f in resolved.requests] == [
+        ("places", 1, ("merchant_count_1h", "merchant_sum_1h")),
+        ("spend", 2, ("amount_sum_24h",)),  # the served version is the highest
+        ("spend", 1, ("amount_count_1h",)),
+    ]
+    assert [o.name for o in resolved.outputs] == [
+        "merchant_count_1h", "amount_sum_24h", "merchant_sum_1h", "amount_count_1h"
+    ]  # fmt: skip
+    assert [o.request for o in resolved.outputs] == [0, 1, 0, 2]
+    assert resolved.join_keys == ("card_id",)
+    again = ["places:merchant_count_1h", "spend:amount_sum_24h", "places:merchant_sum_1h",
+             "spend@1:amount_count_1h"]  # fmt: skip
+    assert catalog.resolve(again) is resolved
+
+
+def test_services_and_full_names(catalog: Catalog) -> None:
+    resolved = catalog.resolve("fraud", full_names=True)
+    assert resolved.service == "fraud"
+    assert [o.name for o in resolved.outputs] == [
+        "spend__amount_sum_1h",
+        "places__merchant_count_1h",
+    ]
+    assert [o.ref for o in resolved.outputs] == SERVICE.features
+    with pytest.raises(ConfigError, match="asked for twice; ask for full feature names"):
+        catalog.resolve(["spend:amount_sum_1h", "spend@1:amount_sum_1h"])
+    both = catalog.resolve(["spend:amount_sum_1h", "spend@1:amount_sum_1h"], full_names=True)
+    assert [o.name for o in both.outputs] == ["spend__amount_sum_1h", "spend_v1__amount_sum_1h"]
+
+
+@pytest.mark.parametrize(
+    ("features", "message"),
+    [
+        (["nope:amount_sum_1h"], "unknown feature view 'nope'; views: places, spend"),
+        (["spend:amount_max_1h"], "has no feature 'amount_max_1h'; it has amount_count_1h"),
+        (["spend@3:amount_sum_1h"], "has no version 3; versions: 1, 2"),
+        (["spend"], "not a feature reference"),
+        (["spend:amount sum"], "not a feature reference"),
+        ("ghost", "unknown feature service 'ghost'; services: fraud"),
+    ],
+)
+def test_unknown_names_are_named(catalog: Catalog, features: list[str] | str, message: str) -> None:
+    with pytest.raises(NotFoundError, match=message.replace("(", r"\(")):
+        catalog.resolve(features)
+
+
+def test_a_broken_service_fails_when_the_catalog_is_built() -> None:
+    broken = FeatureService(name="bad", features=["spend:amount_max_1h"])
+    with pytest.raises(ConfigError, match=r"feature service 'bad': .* no feature 'amount_max_1h'"):
+        Catalog([SPEND], {"card": ["card_id"]}, [broken])
+    with pytest.raises(ValueError, match="not a feature reference"):
+        FeatureService(name="bad", features=["spend"])
+
+
+def test_load_reads_views_services_and_the_online_sink(tmp_path: Path) -> None:
+    (tmp_path / "a.toml").write_text(
+        'name = "a"\ntopics = ["t"]\nsubject = "s"\n[sinks.online]\nprefix = "fx"\n'
+        '[[entities]]\nname = "card"\njoin_keys = ["card_id"]\n'
+        '[[views]]\nname = "spend"\nsource = "s"\nentity = "card"\nowner = "o"\n'
+        '[[views.aggregations]]\ncolumn = "amount"\nfunctions = ["sum"]\nwindows = ["1h"]\n'
+        '[[feature_services]]\nname = "m"\nfeatures = ["spend:amount_sum_1h"]\n'
+    )
+    catalog = Catalog.load(tmp_path)
+    assert catalog.prefix == "fx"
+    assert list(catalog.views) == ["spend"]
+    assert catalog.resolve("m").outputs[0].name == "amount_sum_1h"
+    (tmp_path / "b.toml").write_text(
+        'name = "b"\ntopics = ["u"]\nsubject = "s2"\n[sinks.online]\nprefix = "other"\n'
+    )
+    with pytest.raises(ConfigError, match="different online stores"):
+        Catalog.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [{"card_id": "a"}, {"card_id": "b"}],
+        {"card_id": ["a", "b"]},
+        pl.DataFrame({"card_id": ["a", "b"]}),
+        pd.DataFrame({"card_id": ["a", "b"]}),
+        pa.table({"card_id": ["a", "b"]}),
+    ],
+)
+def test_entity_rows_in_any_form(rows: object) -> None:
+    assert entity_frame(rows, ["card_id"])["card_id"].to_list() == ["a", "b"]
+
+
+def test_entity_rows_with_wrong_keys_are_refused() -> None:
+    assert entity_frame({"card_id": "a"}, ["card_id"]).height == 1
+    with pytest.raises(
+        ConfigError, match=r"missing join keys \['card_id'\]; unknown columns \['card'\]"
+    ):
+        entity_frame({"card": ["a"]}, ["card_id"])
+    with pytest.raises(ConfigError, match="cannot read entity rows from a int"):
+        entity_frame(42, ["card_id"])
+    with pytest.raises(ConfigError, match="mappings"):
+        entity_frame(["a", "b"], ["card_id"])
+
+
+def test_statuses_freshness_and_conversions(catalog: Catalog) -> None:
+    resolved = catalog.resolve(["spend:amount_sum_1h", "places:merchant_count_1h"])
+    at, ttl = 100 * 3_600_000, SPEND2.ttl_ms
+    lookup = Lookup(
+        values=[pl.DataFrame({"amount_sum_1h": [5.0, 0.0, 0.0]}),
+                pl.DataFrame({"merchant_count_1h": [2, 0, 0]})],
+        found=[pl.Series([True, False, True]), pl.Series([True, False, False])],
+        newest_event_ms=[pl.Series([at - 1500, None, at - ttl - 1], dtype=pl.Int64),
+                         pl.Series([at - 500, None, None], dtype=pl.Int64)],
+    )  # fmt: skip
+    entities = pl.DataFrame({"card_id": ["a", "b", "c"]})
+    answer = OnlineFeatures.of(entities, resolved, lookup, at)
+    assert answer.status("amount_sum_1h") == [PRESENT, NOT_FOUND, EXPIRED]
+    assert answer.status("merchant_count_1h") == [PRESENT, NOT_FOUND, NOT_FOUND]
+    assert answer.freshness("amount_sum_1h") == [1.5, None, (ttl + 1) / 1000]
+    assert answer.version("amount_sum_1h") == 2
+    assert answer.to_dict() == {"card_id": ["a", "b", "c"], "amount_sum_1h": [5.0, 0.0, 0.0],
+                                "merchant_count_1h": [2, 0, 0]}  # fmt: skip
+    meta = answer.to_polars(metadata=True)
+    assert meta["spend__version"].to_list() == [2, 2, 2]
+    assert meta["places__status"].to_list() == [PRESENT, NOT_FOUND, NOT_FOUND]
+    assert answer.to_arrow().num_rows == 3
+    assert list(answer.to_pandas().columns) == ["card_id", "amount_sum_1h", "merchant_count_1h"]
+    body = answer.body()
+    assert body["entities"] == {"card_id": ["a", "b", "c"]}
+    assert body["features"][0] | {"values": None} == {
+        "name": "amount_sum_1h", "ref": "spend:amount_sum_1h", "view": "spend", "version": 2,
+        "values": None, "statuses": [PRESENT, NOT_FOUND, EXPIRED],
+        "freshness_seconds": [1.5, None, (ttl + 1) / 1000],
+    }  # fmt: skip
+    assert body["at"] == "1970-01-05T04:00:00Z"
