@@ -58,7 +58,7 @@ from typing import Any
 import orjson
 from machine import describe  # bench/machine.py: this folder is on sys.path
 from online import MINUTE_MS, cleanup, history, load, lookup_sets, progress_bar, redis_url, table
-from online import views as card_views
+from online import views as bench_views
 from rich.console import Console
 
 from featurestore.online import RedisOnlineStore, connect, connect_async, redact_url
@@ -77,7 +77,7 @@ CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def catalog(prefix: str) -> Catalog:
-    return Catalog(card_views(), JOIN_KEYS, prefix=prefix)
+    return Catalog(bench_views(), JOIN_KEYS, prefix=prefix)
 
 
 def make_app() -> Any:
@@ -121,7 +121,8 @@ async def balanced(port: int, workers: int, concurrency: int, floor: bytes) -> t
         while len(conns) < concurrency:
             reader, writer = await asyncio.open_connection(HOST, port)
             opened += 1
-            conns.append((reader, writer, orjson.loads((await exchange(reader, writer, floor))[1])["worker"]))  # fmt: skip
+            answer = await exchange(reader, writer, floor)
+            conns.append((reader, writer, orjson.loads(answer[1])["worker"]))
         counts = Counter(pid for *_, pid in conns)
         over = [c for c in conns if counts[c[2]] > cap]
         if not over or opened >= 30:
@@ -130,7 +131,7 @@ async def balanced(port: int, workers: int, concurrency: int, floor: bytes) -> t
         over[-1][1].close()
 
 
-async def drive(port: int, shape: tuple[int, int], requests: list[bytes], first: int,
+async def drive(port: int, shape: tuple[int, int], requests: list[bytes], *, first: int,
                 seconds: float, floor: bytes) -> dict[str, Any]:  # fmt: skip
     """Requests back to back on every connection for ``seconds``: the samples (ms)."""
     workers, concurrency = shape
@@ -168,8 +169,8 @@ def generator(pipe: Any, port: int, shape: tuple[int, int]) -> None:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         while (order := pipe.recv()) is not None:
             kind, seconds = order
-            out = runner.run(drive(port, shape, requests[kind], sent[kind], seconds,
-                                   requests["floor"][0]))  # fmt: skip
+            out = runner.run(drive(port, shape, requests[kind], first=sent[kind],
+                                   seconds=seconds, floor=requests["floor"][0]))  # fmt: skip
             sent[kind] += len(out["ms"]) // 8
             pipe.send(out)
 
@@ -248,8 +249,9 @@ def bodies(port: int, sets: dict[int, list[list[str]]], refs: list[str]) -> dict
         for chosen in cards:
             body = orjson.dumps({"entities": {"card_id": chosen}, "features": refs,
                                  "full_feature_names": True})  # fmt: skip
-            out[f"http {size}"].append(f"POST /features {head}Content-Type: application/json\r\n"
-                                       f"Content-Length: {len(body)}\r\n\r\n".encode() + body)  # fmt: skip
+            head_of = f"POST /features {head}Content-Type: application/json\r\n"
+            out[f"http {size}"].append(f"{head_of}Content-Length: {len(body)}\r\n\r\n".encode()
+                                       + body)  # fmt: skip
     return out
 
 
@@ -267,8 +269,16 @@ def in_process(client: FeatureClient, sets: list[list[str]], refs: list[str], fi
             "cpu_s": time.process_time() - cpu, "errors": {}}  # fmt: skip
 
 
-def rounds(args: argparse.Namespace, client: FeatureClient, redis: Any, server: int, pipe: Any,
-           sets: dict[int, list[list[str]]], refs: list[str]) -> dict[str, Any]:  # fmt: skip
+def rounds(
+    args: argparse.Namespace,
+    client: FeatureClient,
+    redis: Any,
+    *,
+    server: int,
+    pipe: Any,
+    sets: dict[int, list[list[str]]],
+    refs: list[str],
+) -> dict[str, list[dict[str, Any]]]:
     """Warm up every kind, then the shuffled rounds: per kind, the runs' results merged."""
     rng, runs = random.Random(5), {k: [] for k in KINDS}
 
@@ -309,13 +319,13 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     errors = Counter[str]()
     for run in runs:
         errors.update(run["errors"])
-    cpu = {w: round(sum(r[f"{w}_cpu_s"] for r in runs) * 1000 / n, 3)
-           for w in ("server", "redis", "cpu")}  # fmt: skip
+    cpu = {w: round(sum(r[key] for r in runs) * 1000 / n, 3)
+           for w, key in (("server", "server_cpu_s"), ("redis", "redis_cpu_s"),
+                          ("client", "cpu_s"))}  # fmt: skip
     out = {"n": n, "p50": q(0.5), "p90": q(0.9), "p99": q(0.99),
            "mean": round(sum(ms) / n, 3), "max": round(ms[-1], 3), "rps": round(n / seconds, 1),
            "seconds": round(seconds, 2), "errors": dict(errors),
-           "cpu_ms_per_request": {"server": cpu["server"], "redis": cpu["redis"],
-                                  "client": cpu["cpu"]}}  # fmt: skip
+           "cpu_ms_per_request": cpu}  # fmt: skip
     if "per_worker" in runs[0]:
         out["connections_per_worker"] = dict(Counter(str(r["per_worker"]) for r in runs))
         out["connections_opened"] = sum(r["opened"] for r in runs)
@@ -323,10 +333,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) and math.isnan(a):
-        a = None
-    if isinstance(b, float) and math.isnan(b):
-        b = None
+    """Equal values: floats within 1e-9 relative, NaN as null (JSON has no NaN)."""
+    a, b = (None if isinstance(x, float) and math.isnan(x) else x for x in (a, b))
     if isinstance(a, int | float) and isinstance(b, int | float):
         return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b))
     return bool(a == b)
@@ -340,8 +348,8 @@ def check(port: int, client: FeatureClient, sets: dict[int, list[list[str]]],
     for cards in requests:
         for _ in range(5):
             ours = client.get_online_features({"card_id": cards}, refs, full_feature_names=True)
-            status, raw = get(port, "/features", orjson.dumps(
-                {"entities": {"card_id": cards}, "features": refs, "full_feature_names": True}))  # fmt: skip
+            body = {"entities": {"card_id": cards}, "features": refs, "full_feature_names": True}
+            status, raw = get(port, "/features", orjson.dumps(body))
             again = client.get_online_features({"card_id": cards}, refs, full_feature_names=True)
             if all(map(same, ours.values.row(i), again.values.row(i))
                    for i in range(len(cards))):  # fmt: skip
@@ -350,8 +358,7 @@ def check(port: int, client: FeatureClient, sets: dict[int, list[list[str]]],
         if status != 200:
             mismatches.append(f"HTTP {status}: {raw[:200]!r}")
             continue
-        body = orjson.loads(raw)
-        for feature in body["features"]:
+        for feature in orjson.loads(raw)["features"]:
             name = feature["name"]
             want, statuses = ours.values[name].to_list(), ours.status(name)
             values += len(want)
@@ -369,11 +376,10 @@ def verdicts(kinds: dict[str, Any]) -> dict[str, Any]:
         http_p99, floor, local = (kinds[k]["p99"] for k in
                                   (f"http {size}", "floor", f"in-process {size}"))  # fmt: skip
         bound = 2 * floor + local
-        out[f"http {size}"] = {"p99": http_p99, "bound": round(bound, 3),
+        over = kinds[f"http {size}"]["p50"] - kinds[f"in-process {size}"]["p50"]
+        out[f"http {size}"] = {"p99": http_p99, "bound": round(bound, 3), "target": size == 1,
                                "ratio": round(http_p99 / bound, 2), "met": http_p99 <= bound,
-                               "target": size == 1,
-                               "p50_over_in_process": round(kinds[f"http {size}"]["p50"]
-                                                            - kinds[f"in-process {size}"]["p50"], 3)}  # fmt: skip
+                               "p50_over_in_process": round(over, 3)}  # fmt: skip
     return out
 
 
@@ -383,12 +389,13 @@ def measure(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         redis = connect(url)
         try:
             version = redis.info("server").get("redis_version", "?")
-            info = describe(("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "orjson",
-                             "polars", "redis", "hiredis"), redis=f"{where} Redis {version}")  # fmt: skip
+            packages = ("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "orjson",
+                        "polars", "redis", "hiredis")  # fmt: skip
+            info = describe(packages, redis=f"{where} Redis {version}")
             console.print(f"{info['cpu']}, {info['cores']} cores, {info['memory_gb']} GB; Python "
                           f"{info['python']}; {info['redis']} at {redact_url(url)}")  # fmt: skip
             console.print(f"versions: {info['versions']}")
-            past, views = history(args.cards, args.days), card_views()
+            past, views = history(args.cards, args.days), bench_views()
             store = RedisOnlineStore(redis, JOIN_KEYS, prefix=prefix)
             for view in views:
                 store.register(view, {n for n in view.values
@@ -404,16 +411,21 @@ def measure(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             spawn = multiprocessing.get_context("spawn")
             with serve(url, prefix, args.workers) as (port, server):
                 ours, theirs = spawn.Pipe()
-                loader = spawn.Process(target=generator, name="fs-bench-load",
-                                       args=(theirs, port, (args.workers, args.concurrency)))  # fmt: skip
+                shape = (args.workers, args.concurrency)
+                loader = spawn.Process(target=generator, args=(theirs, port, shape))
                 loader.start()
+                theirs.close()  # a dead load process: EOFError here
                 try:
                     ours.send(bodies(port, sets, refs))
-                    runs = rounds(args, local, redis, server.pid, ours, sets, refs)
+                    runs = rounds(
+                        args, local, redis, server=server.pid, pipe=ours, sets=sets, refs=refs
+                    )
                     correct = check(port, local, sets, refs)
                 finally:
                     ours.send(None)
                     loader.join(30)
+                    if loader.is_alive():
+                        loader.terminate()
             local.close()
         finally:
             cleanup(redis, prefix)
@@ -493,7 +505,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--workers", type=int, default=2, help="uvicorn worker processes (2)")
     add("--concurrency", type=int, default=2, help="load generator connections (2)")
     add("--quick", action="store_true",
-        help="a ~1 minute run: 2000 cards, 1 day of history, 3 rounds of 1 s")  # fmt: skip
+        help="a ~30 s run: 2000 cards, 1 day of history, 3 rounds of 1 s")  # fmt: skip
     add("--redis", help="Redis URL; default $FEATURESTORE_REDIS_URL, else a local "
         "redis-server started (and stopped) for this run")  # fmt: skip
     add("--out", type=Path, default=RESULTS, help=f"JSON results ({RESULTS}); .md beside it")
@@ -510,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     render(console, report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    given = "--quick" if args.quick else " ".join(sys.argv[1:] if argv is None else argv)
+    given = " ".join(sys.argv[1:] if argv is None else argv) or "(defaults)"
     args.out.with_suffix(".md").write_text(markdown(report, given))
     console.print(f"wrote {args.out} and {args.out.with_suffix('.md')} "
                   f"(whole run {report['wall_s']} s)")  # fmt: skip

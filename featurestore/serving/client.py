@@ -53,13 +53,13 @@ def entity_frame(entities: Entities, join_keys: Sequence[str]) -> pl.DataFrame:
     if isinstance(entities, pl.DataFrame):
         frame = entities
     elif isinstance(entities, Mapping):
-        frame = pl.DataFrame({k: v if isinstance(v, list | tuple) else [v]
-                              for k, v in entities.items()})  # fmt: skip
+        frame = _columns({k: list(v) if isinstance(v, list | tuple) else [v]
+                          for k, v in entities.items()})  # fmt: skip
     elif isinstance(entities, Sequence) and not isinstance(entities, str):
         if not all(isinstance(row, Mapping) for row in entities):
             raise ConfigError("entity rows must be mappings of join key to value")
         names = list(dict.fromkeys(k for row in entities for k in row))
-        frame = pl.DataFrame({k: [row.get(k) for row in entities] for k in names})
+        frame = _columns({k: [row.get(k) for row in entities] for k in names})
     else:
         try:
             frame = pl.from_pandas(entities) if _is_pandas(entities) else pl.from_arrow(entities)  # type: ignore[assignment]
@@ -78,6 +78,32 @@ def entity_frame(entities: Entities, join_keys: Sequence[str]) -> pl.DataFrame:
             f"exactly the join keys {list(join_keys)}"
         )
     return frame.select(join_keys)
+
+
+def _columns(columns: dict[str, list[Any]]) -> pl.DataFrame:
+    """Columns of key values; a column Polars cannot type (mixed types, integers past
+    64 bits) becomes the values' text, which is what a key is (`entity_keys`)."""
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) > 1:
+        raise ConfigError("every join key needs as many values as the others")
+    series = []
+    for name, values in columns.items():
+        try:
+            series.append(pl.Series(name, values))
+        except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
+            series.append(pl.Series(name, [_key_text(v) for v in values], dtype=pl.String))
+    return pl.DataFrame(series)
+
+
+def _key_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool | float):  # Polars' own text for them, as a typed key casts
+        text: str = pl.Series([value]).cast(pl.String)[0]
+        return text
+    if isinstance(value, int):
+        return str(value)
+    raise ConfigError(f"a join key value must be text or a number, not {type(value).__name__}")
 
 
 def _is_pandas(value: Any) -> bool:
