@@ -209,12 +209,27 @@ class FeatureService(BaseModel):
     def _references(cls, features: list[str]) -> list[str]:
         for ref in features:
             try:
-                split_ref(ref)
+                parse_ref(ref)
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
         if len(set(features)) != len(features):
             raise ValueError("a feature is listed twice")
         return features
+
+
+_REF = re.compile(r"^(?P<view>[A-Za-z_][A-Za-z0-9_]*)(?:@(?P<version>[0-9]+))?:(?P<feature>.+)$")
+
+
+def parse_ref(ref: str) -> tuple[str, int | None, str]:
+    """``"card_spend:amount_sum_1h"`` -> (view, None, feature); ``"card_spend@2:..."``
+    names version 2. A clear error for anything else."""
+    match = _REF.match(ref.strip())
+    if match is None or not re.match(NAME, match["feature"]):
+        raise ConfigError(
+            f"{ref!r} is not a feature reference; write view:feature or view@version:feature"
+        )
+    version = match["version"]
+    return match["view"], int(version) if version else None, match["feature"]
 
 
 def split_ref(ref: str) -> tuple[str, str]:

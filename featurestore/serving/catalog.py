@@ -17,15 +17,12 @@ view, version, feature or service is a `NotFoundError` naming it and what exists
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from featurestore.errors import ConfigError, NotFoundError
-from featurestore.features.definitions import NAME, FeatureService, FeatureView
-
-_REF = re.compile(r"^(?P<view>[A-Za-z_][A-Za-z0-9_]*)(?:@(?P<version>[0-9]+))?:(?P<feature>.+)$")
+from featurestore.features.definitions import FeatureService, FeatureView, parse_ref
 
 
 @dataclass(frozen=True)
@@ -187,11 +184,8 @@ class Catalog:
 
     def _parse(self, ref: str) -> tuple[FeatureView, str, bool]:
         """(view, feature, whether the ref names the version)."""
-        match = _REF.match(ref.strip())
-        if match is None or not re.match(NAME, match["feature"]):
-            raise NotFoundError(
-                f"{ref!r} is not a feature reference; write view:feature or view@version:feature"
-            )
-        version = match["version"]
-        view = self.view(match["view"], int(version) if version else None)
-        return view, match["feature"], version is not None
+        try:
+            name, version, feature = parse_ref(ref)
+        except ConfigError as exc:
+            raise NotFoundError(str(exc)) from None
+        return self.view(name, version), feature, version is not None
