@@ -252,18 +252,24 @@ class RedisOnlineStore:
 
     # --- reads --------------------------------------------------------------------------
 
-    def _keys(self, view: FeatureView, entities: pl.DataFrame) -> list[str]:
-        # A null key reads a key that cannot exist: its features are empty, not an error.
-        keys = entities.select(
-            view_prefix(self.prefix, view)
-            + entity_keys(entities, self._join_keys(view)).fill_null("\x00")
-        ).to_series()
-        return keys.to_list()
+    def _keys(
+        self, view: FeatureView, entities: pl.DataFrame, known: dict[tuple[str, ...], list[str]]
+    ) -> list[str]:
+        """The hash key of each entity row of ``view``; the entity parts are computed once
+        per set of join keys (``known``), whatever the number of views read."""
+        join_keys = self._join_keys(view)
+        parts = known.get(tuple(join_keys))
+        if parts is None:
+            # A null key reads a key that cannot exist: its features are empty, not an error.
+            column = entities.select(entity_keys(entities, join_keys).fill_null("\x00"))
+            parts = known[tuple(join_keys)] = column.to_series().to_list()
+        prefix = view_prefix(self.prefix, view)
+        return [prefix + part for part in parts]
 
     def partials(self, view: FeatureView, entities: pl.DataFrame) -> pl.DataFrame:
         """Every stored tile of each entity row, as engine partials keyed by ``__entity``."""
         commands = [("EVALSHA", self._read_sha, 1, key, f"{row},", "", "")
-                    for row, key in enumerate(self._keys(view, entities))]  # fmt: skip
+                    for row, key in enumerate(self._keys(view, entities, {}))]  # fmt: skip
         replies = self._pipelined(commands)
         return decode_records(b"".join(replies), view, self.text_values(view))
 
@@ -282,7 +288,8 @@ class RedisOnlineStore:
         """`read` for several views in ONE pipelined round trip, decoded by one CSV parse
         and merged by one query (the views' tiles share a frame, see `decode_sources`);
         one frame per request."""
-        return self.lookup(requests, entities, at).values
+        lookup = self.lookup(requests, entities, at)
+        return [lookup.frame(i, features) for i, (_, features) in enumerate(requests)]
 
     def lookup(
         self,
@@ -304,10 +311,11 @@ class RedisOnlineStore:
         views = [view for view, _ in requests]
         plan = self._plan(tuple((view, tuple(features)) for view, features in requests))
         commands: list[tuple[Any, ...]] = []
+        known: dict[tuple[str, ...], list[str]] = {}
         for i, view in enumerate(views):
             before, after = plan.padding[i]
             commands += [("EVALSHA", self._read_sha, 1, key, f"{row},{i},", before, after)
-                         for row, key in enumerate(self._keys(view, entities))]  # fmt: skip
+                         for row, key in enumerate(self._keys(view, entities, known))]  # fmt: skip
         unknown = sorted({(v.name, v.version): v for v in views
                           if (v.name, v.version) not in self._text}.items())  # fmt: skip
         commands += [("HGET", self._meta_key(view), "text") for _, view in unknown]
@@ -321,14 +329,15 @@ class RedisOnlineStore:
                 self._text[(view.name, view.version)] = {v for v in raw.decode().split(",") if v}
         sources = [Source(view, self._text.get((view.name, view.version), set()),
                           _source_prefix(i)) for i, view in enumerate(prepared.views)]  # fmt: skip
+        plan = prepared.plan
         partials = decode_sources(b"".join(replies[:reads]), sources)
         rows = pl.DataFrame({ROW: pl.int_range(prepared.rows, eager=True, dtype=pl.Int64)})
-        plan = prepared.plan
         values = windows_at(partials, ROW, rows, at, plan.read, tile_ms_col=TILE_MS,
                             source_col=SOURCE, carry=plan.carry)  # fmt: skip
-        tiles = [values[f"__tiles{i}"].fill_null(0) > 0 for i in range(len(prepared.views))]
-        newest = [values[f"__newest{i}"] for i in range(len(prepared.views))]
-        return Lookup([values.select(columns) for columns in plan.columns], tiles, newest)
+        views = range(len(prepared.views))
+        found = [[bool(n) for n in values.get_column(f"__tiles{i}").to_list()] for i in views]
+        newest = [values.get_column(f"__newest{i}").to_list() for i in views]
+        return Lookup(values, plan.columns, found, newest)
 
     def _plan(self, requests: tuple[tuple[FeatureView, tuple[str, ...]], ...]) -> _ReadPlan:
         """The engine's one-pass read of these requests, built once per request shape."""
@@ -352,12 +361,21 @@ class PreparedRead:
 
 @dataclass(frozen=True)
 class Lookup:
-    """Per request: its feature values, whether Redis holds each entity row's hash (any
-    tile), and the newest event time (epoch ms) among the tiles it holds (null: none)."""
+    """A lookup's answer: every request's feature values in one frame (`column` finds
+    one), and per request whether Redis holds each entity row's hash (any tile) and the
+    newest event time (epoch ms) among its tiles."""
 
-    values: list[pl.DataFrame]
-    found: list[pl.Series]
-    newest_event_ms: list[pl.Series]
+    values: pl.DataFrame
+    columns: Mapping[tuple[int, str], str]  # (request, feature) -> its column in values
+    found: list[list[bool]]
+    newest_event_ms: list[list[int | None]]
+
+    def column(self, request: int, feature: str) -> pl.Series:
+        return self.values.get_column(self.columns[(request, feature)]).alias(feature)
+
+    def frame(self, request: int, features: Sequence[str]) -> pl.DataFrame:
+        """One request's features, named as asked."""
+        return pl.DataFrame([self.column(request, f) for f in features])
 
 
 @dataclass(frozen=True)
@@ -367,7 +385,7 @@ class _ReadPlan:
     padding for ``read.lua``."""
 
     read: WindowRead
-    columns: tuple[tuple[pl.Expr, ...], ...]
+    columns: dict[tuple[int, str], str]  # (request, feature) -> `WindowRead.column`
     padding: tuple[tuple[str, str], ...]
     carry: tuple[pl.Expr, ...]  # per view: tiles held (``__tiles<i>``), newest event time
 
@@ -390,13 +408,11 @@ class _ReadPlan:
                     aggs.append(f.function)
             sketched |= {named + n for n, v in view.values.items() if v.distinct}
         read = WindowRead.of(specs, sketched, sources)
-        columns = []
+        columns = {}
         for i, (view, features) in enumerate(requests):
-            out = []
             for f in (view.feature(name) for name in features):
                 column = read.column(index[(i, f.window)], _source_prefix(i) + f.column, f.function)
-                out.append(pl.col(column).alias(f.name))
-            columns.append(tuple(out))
+                columns[(i, f.name)] = column
         widths = [record_width(view) for view, _ in requests]
         padding = tuple(
             ("," * sum(widths[:i]), "," * sum(widths[i + 1 :])) for i in range(len(requests))
@@ -408,7 +424,7 @@ class _ReadPlan:
             ]
             carry += [(pl.col(SOURCE) == i).sum().alias(f"__tiles{i}"),
                       pl.max_horizontal(times).max().alias(f"__newest{i}")]  # fmt: skip
-        return cls(read, tuple(columns), padding, tuple(carry))
+        return cls(read, columns, padding, tuple(carry))
 
 
 def _source_prefix(index: int) -> str:

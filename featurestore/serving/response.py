@@ -58,26 +58,34 @@ class OnlineFeatures:
     def of(
         cls, entities: pl.DataFrame, resolved: Resolved, lookup: Lookup, at_ms: int
     ) -> OnlineFeatures:
+        # A few rows per view: plain Python, cheaper here than any frame operation.
         views = []
         for (view, _), found, newest in zip(
             resolved.requests, lookup.found, lookup.newest_event_ms, strict=True
         ):
-            frame = pl.DataFrame({"found": found, "age": (at_ms - newest).cast(pl.Int64)})
-            status = frame.select(
-                pl.when(~pl.col("found"))
-                .then(pl.lit(NOT_FOUND))
-                .when(pl.col("age") > view.ttl_ms)
-                .then(pl.lit(EXPIRED))
-                .otherwise(pl.lit(PRESENT))
-                .alias("status")
-            ).to_series()
-            freshness = (frame["age"].cast(pl.Float64) / 1000.0).alias("freshness_s")
-            views.append(ViewState(view.name, view.version, status, freshness, newest))
-        columns = [
-            lookup.values[out.request].get_column(out.feature).alias(out.name)
-            for out in resolved.outputs
-        ]
-        return cls(entities, pl.DataFrame(columns), resolved, tuple(views), at_ms)
+            ages = [None if t is None else at_ms - t for t in newest]
+            status = [
+                NOT_FOUND if not held else EXPIRED if age is not None and age > view.ttl_ms
+                else PRESENT
+                for held, age in zip(found, ages, strict=True)
+            ]  # fmt: skip
+            views.append(
+                ViewState(
+                    view.name,
+                    view.version,
+                    pl.Series("status", status, dtype=pl.String),
+                    pl.Series(
+                        "freshness_s",
+                        [None if a is None else a / 1000 for a in ages],
+                        dtype=pl.Float64,
+                    ),
+                    pl.Series("newest_event_ms", newest, dtype=pl.Int64),
+                )
+            )
+        values = pl.DataFrame(
+            [lookup.column(out.request, out.feature).alias(out.name) for out in resolved.outputs]
+        )
+        return cls(entities, values, resolved, tuple(views), at_ms)
 
     @property
     def feature_names(self) -> list[str]:

@@ -140,12 +140,11 @@ def test_statuses_freshness_and_conversions(catalog: Catalog) -> None:
     resolved = catalog.resolve(["spend:amount_sum_1h", "places:merchant_count_1h"])
     at, ttl = 100 * 3_600_000, SPEND2.ttl_ms
     lookup = Lookup(
-        values=[pl.DataFrame({"amount_sum_1h": [5.0, 0.0, 0.0]}),
-                pl.DataFrame({"merchant_count_1h": [2, 0, 0]})],
-        found=[pl.Series([True, False, True]), pl.Series([True, False, False])],
-        newest_event_ms=[pl.Series([at - 1500, None, at - ttl - 1], dtype=pl.Int64),
-                         pl.Series([at - 500, None, None], dtype=pl.Int64)],
-    )  # fmt: skip
+        values=pl.DataFrame({"a": [5.0, 0.0, 0.0], "b": [2, 0, 0]}),
+        columns={(0, "amount_sum_1h"): "a", (1, "merchant_count_1h"): "b"},
+        found=[[True, False, True], [True, False, False]],
+        newest_event_ms=[[at - 1500, None, at - ttl - 1], [at - 500, None, None]],
+    )
     entities = pl.DataFrame({"card_id": ["a", "b", "c"]})
     answer = OnlineFeatures.of(entities, resolved, lookup, at)
     assert answer.status("amount_sum_1h") == [PRESENT, NOT_FOUND, EXPIRED]
