@@ -64,7 +64,7 @@ from rich.console import Console
 from featurestore.online import RedisOnlineStore, connect, connect_async, redact_url
 from featurestore.serving import AsyncFeatureClient, Catalog, FeatureClient
 from featurestore.serving.client import timeouts
-from featurestore.serving.server import ServerOptions, create_app
+from featurestore.serving.server import ServerOptions, create_app, worker_environment
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "serving.json"
@@ -192,7 +192,7 @@ def serve(url: str, prefix: str, workers: int) -> Iterator[tuple[int, subprocess
                str(BENCH), "--host", HOST, "--port", str(port), "--workers", str(workers),
                "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
                "--no-access-log"]  # fmt: skip
-    env = {**os.environ, ENV_URL: url, ENV_PREFIX: prefix}
+    env = {**os.environ, ENV_URL: url, ENV_PREFIX: prefix, **worker_environment(workers)}
     server = subprocess.Popen(command, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 90

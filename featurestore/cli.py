@@ -423,6 +423,7 @@ def serve(  # noqa: PLR0917 - typer options
     import uvicorn
 
     from featurestore.serving import Catalog
+    from featurestore.serving.server import worker_environment
 
     if registry and workers > 1:
         raise ConfigError(
@@ -439,7 +440,7 @@ def serve(  # noqa: PLR0917 - typer options
         **({"FEATURESTORE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or ""} if registry else {}),
         **({"FEATURESTORE_SERVER_MAX_ENTITIES": str(max_entities)} if max_entities else {}),
     }
-    os.environ.update(env)
+    os.environ.update(env | worker_environment(workers))
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Every worker writes its metrics here and /metrics sums them.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fs-serve-metrics-")

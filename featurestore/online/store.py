@@ -96,12 +96,16 @@ class RedisOnlineStore:
         # script on the first NOSCRIPT (`_pipelined`). `prepare` and `finish` never use
         # the client, so an asyncio client can send what `prepare` builds.
         self._apply_sha, self._read_sha = _sha(_APPLY), _sha(_READ)
+        self._scripts_loaded = False  # by this store: a later NOSCRIPT means Redis lost them
         self._text: dict[tuple[str, int], set[str]] = {}
         self._plans: dict[tuple[tuple[str, int, tuple[str, ...]], ...], _ReadPlan] = {}
 
     def _load_scripts(self) -> None:
+        if self._scripts_loaded:
+            log.warning("Redis lost the store's scripts (restarted?); loading them again")
         for script in SCRIPTS:
             self.client.script_load(script)
+        self._scripts_loaded = True
 
     def _meta_key(self, view: FeatureView) -> str:
         # Without the trailing ':' of entity keys, so no entity key can be this key.
@@ -245,8 +249,7 @@ class RedisOnlineStore:
             except NoScriptError:
                 if attempt == 2:
                     raise
-                # A script's SHA is that of its text: loading again makes it valid again.
-                log.warning("Redis lost the store's scripts (restarted?); loading them again")
+                # A script's SHA is that of its text: loading it makes the call valid.
                 self._load_scripts()
         raise AssertionError("unreachable")
 

@@ -154,6 +154,15 @@ def create_app(
     return app
 
 
+def worker_environment(workers: int) -> dict[str, str]:
+    """Environment for ``workers`` server processes on this machine: Polars' thread pool
+    split between them (a lookup's queries are small; threads of several workers on the
+    same cores only wait on each other), unless POLARS_MAX_THREADS is set."""
+    if "POLARS_MAX_THREADS" in os.environ:
+        return {}
+    return {"POLARS_MAX_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
+
+
 def app_from_environment() -> FastAPI:
     """The app uvicorn's workers build (``featurestore serve`` sets the environment):
     definitions from ``FEATURESTORE_SERVE_DEFINITIONS``, Redis, token and limits from
