@@ -10,23 +10,20 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
+from featurestore.cli_views import backfill, open_store, views_app
 from featurestore.contracts import parse_contract
 from featurestore.contracts.registry import RegistryAuth, RegistryState, SchemaLog, create_app
 from featurestore.contracts.registry.client import RegistryClient
 from featurestore.errors import ConfigError, FeatureStoreError
 from featurestore.local import LocalStack, with_local_defaults
 from featurestore.settings import Settings
-
-if TYPE_CHECKING:
-    from featurestore.online import RedisOnlineStore
-    from featurestore.serving import Catalog
 
 app = typer.Typer(
     help="Streaming feature store and online validator: Avro contracts on Kafka, "
@@ -48,6 +45,8 @@ app.add_typer(local_app, name="local")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(registry_app, name="registry")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(views_app, name="views")
+app.command("backfill")(backfill)
 
 console = Console(stderr=True)
 
@@ -463,28 +462,22 @@ def get(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print one entity's features of one view, with status, freshness and version."""
-    from featurestore.serving import Catalog, FeatureClient
+    from featurestore.serving import FeatureClient
 
-    catalog = Catalog.load(definitions)
+    catalog, store = open_store(definitions)
+    client = FeatureClient(catalog, store)
     chosen = catalog.view(view, version)
-    if catalog.redis_url is None:
-        settings = with_local_defaults(Settings(), needs=["redis"], start=False)
-        if settings.redis_url is None:
-            raise ConfigError(
-                "no Redis: set FEATURESTORE_REDIS_URL, or run `featurestore local up`."
-            )
-        catalog.redis_url = settings.redis_url
     keys = catalog.entity_keys(chosen)
     parts = key.split(",") if len(keys) > 1 else [key]
     if len(parts) != len(keys):
         raise ConfigError(f"view {view!r} is keyed by {keys}: give {','.join(keys)} values")
-    client = FeatureClient(catalog, _online_store(catalog))
-    refs = [f"{chosen.name}@{chosen.version}:{f.name}" for f in chosen.features]
+    pin = f"@{version}" if version is not None else ""
+    refs = [f"{chosen.name}{pin}:{f.name}" for f in chosen.features]
     found = client.get_online_features({k: [v] for k, v in zip(keys, parts, strict=True)}, refs)
     state = found.views[0]
     values = found.values.row(0, named=True)
     if as_json:
-        print(json.dumps({"view": chosen.name, "version": chosen.version,
+        print(json.dumps({"view": chosen.name, "version": state.version,
                           "status": state.status[0], "freshness_seconds": state.freshness_s[0],
                           "features": values}, default=str))  # fmt: skip
         return
@@ -492,22 +485,12 @@ def get(
     entity = ", ".join(f"{k}={v}" for k, v in zip(keys, parts, strict=True))
     newest = f", newest event {fresh:,.1f} s ago" if fresh is not None else ""
     out = Console()
-    out.print(f"{chosen.name} v{chosen.version}  {entity}  status {state.status[0]}{newest}")
+    out.print(f"{chosen.name} v{state.version}  {entity}  status {state.status[0]}{newest}")
     table = Table("feature", Column("value", justify="right"))
     for name, value in values.items():
         text = f"{value:.6g}" if isinstance(value, float) else str(value)
         table.add_row(name, "null" if value is None else text)
     out.print(table)
-
-
-def _online_store(catalog: Catalog) -> RedisOnlineStore:
-    from featurestore.online import RedisOnlineStore, connect
-    from featurestore.serving.client import timeouts
-
-    assert catalog.redis_url is not None
-    return RedisOnlineStore(
-        connect(catalog.redis_url, check=True, **timeouts()), catalog.join_keys, catalog.prefix
-    )
 
 
 @dlq_app.command("show")

@@ -19,6 +19,10 @@ class NotFoundError(ConfigError):
     """A feature view, version, feature or feature service that is not defined."""
 
 
+class DefinitionsOutOfDateError(FeatureStoreError):
+    """The online store serves a view version that this process's definitions lack."""
+
+
 class OnlineStoreUnavailableError(FeatureStoreError):
     """The online store (Redis) could not be reached or answered with an error."""
 

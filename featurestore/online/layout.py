@@ -51,6 +51,12 @@ def view_prefix(prefix: str, view: FeatureView, version: int | None = None) -> s
     return f"{prefix}:{view.name}:v{view.version if version is None else version}:"
 
 
+def meta_key(prefix: str, view: str, version: int) -> str:
+    """The hash of one view version's layout, text values and lifecycle marks (without
+    the trailing ':' of entity keys, so no entity key can be this key)."""
+    return f"{prefix}:{view}:v{version}"
+
+
 def entity_keys(frame: pl.DataFrame, join_keys: list[str]) -> pl.Expr:
     """The entity part of each row's key."""
     parts = [pl.col(k).cast(pl.String) for k in join_keys]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
@@ -50,6 +51,7 @@ from featurestore.online.layout import (
     decode_sources,
     entity_keys,
     layout,
+    meta_key,
     record_expr,
     record_width,
     view_prefix,
@@ -108,8 +110,7 @@ class RedisOnlineStore:
         self._scripts_loaded = True
 
     def _meta_key(self, view: FeatureView) -> str:
-        # Without the trailing ':' of entity keys, so no entity key can be this key.
-        return view_prefix(self.prefix, view).removesuffix(":")
+        return meta_key(self.prefix, view.name, view.version)
 
     def register(self, view: FeatureView, text_values: set[str]) -> None:
         """Record the view's record layout and which values are text (their ``last`` is a
@@ -162,6 +163,8 @@ class RedisOnlineStore:
             again = self._send(view, self._arguments(view, retry, time_col, per_event=True), stats)
             if again:  # pragma: no cover - one event per segment cannot straddle
                 raise RuntimeError(f"offset guard refused single events for {again[:3]}")
+        # The version has online state from now on (what `views promote` checks).
+        self.client.hset(self._meta_key(view), "last_write", str(time.time_ns() // 1_000_000))
         return stats
 
     def _join_keys(self, view: FeatureView) -> list[str]:
@@ -238,6 +241,11 @@ class RedisOnlineStore:
                 else:
                     stats.segments += int(result)
         return straddling
+
+    def send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Commands (e.g. from `prepare`) in one pipeline; scripts loaded when Redis
+        does not know them."""
+        return self._pipelined(commands)
 
     def _pipelined(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         for attempt in (1, 2):

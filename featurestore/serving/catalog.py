@@ -7,7 +7,9 @@ or server starts; every lookup then resolves its feature list with a dictionary 
 
 References: ``view:feature`` reads the view's served version, ``view@3:feature`` that
 version explicitly (a version in shadow is only ever read this way); a plain name
-without ``:`` is a feature service. The served version is the highest declared one.
+without ``:`` is a feature service. The served version is the view's active version in
+the lifecycle state (`featurestore.online.lifecycle`), which clients read in every
+lookup's own round trip (`observe`); before any state, the highest declared one.
 Output names are the feature names, or with full names ``view__feature`` (and
 ``view_v3__feature`` for a pinned version).
 
@@ -21,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from featurestore.errors import ConfigError, NotFoundError
+from featurestore.errors import ConfigError, DefinitionsOutOfDateError, NotFoundError
 from featurestore.features.definitions import FeatureService, FeatureView, parse_ref
 
 
@@ -43,6 +45,7 @@ class Resolved:
     outputs: tuple[Output, ...]
     join_keys: tuple[str, ...]  # every join key the lookup's entities must carry
     service: str | None = None
+    served: tuple[tuple[str, int], ...] = ()  # views asked for by name: the version read
 
 
 class Catalog:
@@ -74,6 +77,7 @@ class Catalog:
             self.services[service.name] = service
         self.prefix = prefix
         self.redis_url = redis_url
+        self.active: dict[str, int] = {}  # as last read from the lifecycle state
         self._resolved: dict[tuple[tuple[str, ...] | str, bool], Resolved] = {}
         for service in self.services.values():  # a broken service fails at start
             try:
@@ -114,7 +118,27 @@ class Catalog:
     @property
     def views(self) -> dict[str, FeatureView]:
         """The served version of every view, by name."""
-        return {name: known[max(known)] for name, known in self.versions.items()}
+        return {name: self.view(name) for name in self.versions}
+
+    def served_version(self, name: str) -> int:
+        """The active version (`observe`), or before any lifecycle state the highest
+        declared one (what the consumer activates on its first start)."""
+        return self.active.get(name) or max(self.versions[name])
+
+    def observe(self, active: Mapping[str, int | None]) -> None:
+        """The active versions read from the lifecycle state (a lookup reads them in its
+        own round trip): resolutions made with other versions are dropped."""
+        changed = False
+        for name, version in active.items():
+            if version is not None and self.active.get(name) != version:
+                self.active[name] = version
+                changed = True
+        if changed:
+            self._resolved.clear()
+
+    def is_current(self, resolved: Resolved) -> bool:
+        """Whether ``resolved`` read the versions served now."""
+        return all(self.served_version(name) == version for name, version in resolved.served)
 
     def view(self, name: str, version: int | None = None) -> FeatureView:
         known = self.versions.get(name)
@@ -122,7 +146,14 @@ class Catalog:
             views = ", ".join(sorted(self.versions)) or "none"
             raise NotFoundError(f"unknown feature view {name!r}; views: {views}")
         if version is None:
-            return known[max(known)]
+            served = self.served_version(name)
+            if served not in known:
+                raise DefinitionsOutOfDateError(
+                    f"feature view {name!r} serves version {served}, which the definitions "
+                    f"loaded here do not declare (they have {sorted(known)}); deploy the "
+                    "current definitions to this client or server"
+                )
+            return known[served]
         if version not in known:
             raise NotFoundError(
                 f"feature view {name!r} has no version {version}; versions: "
@@ -154,8 +185,11 @@ class Catalog:
         requests: dict[tuple[str, int], list[str]] = {}
         picked: dict[tuple[str, int], FeatureView] = {}
         outputs: list[tuple[str, str, tuple[str, int], str]] = []
+        served: dict[str, int] = {}
         for ref in features:
             view, feature, pinned = self._parse(ref)
+            if not pinned:
+                served[view.name] = view.version
             if feature not in {f.name for f in view.features}:
                 raise NotFoundError(
                     f"feature view {view.name!r} (version {view.version}) has no feature "
@@ -180,6 +214,7 @@ class Catalog:
             tuple(Output(ref, name, order.index(at), f) for ref, name, at, f in outputs),
             tuple(keys),
             service,
+            tuple(sorted(served.items())),
         )
 
     def _parse(self, ref: str) -> tuple[FeatureView, str, bool]:

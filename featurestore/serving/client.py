@@ -26,14 +26,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from featurestore.errors import ConfigError, OnlineStoreUnavailableError
 from featurestore.online.connection import connect, connect_async, redact_url
+from featurestore.online.lifecycle import parse_states, states_command
 from featurestore.online.store import SCRIPTS, RedisOnlineStore
-from featurestore.serving.catalog import Catalog, Resolved
+from featurestore.serving.catalog import Catalog
 from featurestore.serving.response import OnlineFeatures
 
 Clock = Callable[[], int]  # epoch milliseconds
 Entities = Sequence[Mapping[str, Any]] | Mapping[str, Any] | pl.DataFrame | Any
 Features = Sequence[str] | str
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, RedisClusterException)
+_ATTEMPTS = 3  # lookups in a row a version switch may interrupt
 # Lookups fail fast while Redis is away, and the server answers 503 rather than hang.
 _TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 2.0}
 
@@ -140,13 +142,18 @@ class FeatureClient:
         """``features`` (``view:feature`` refs, or a feature service's name) of each
         entity row, at the client's clock."""
         resolved = self.catalog.resolve(features, full_names=full_feature_names)
-        frame = entity_frame(entities, resolved.join_keys)
-        at = self.clock()
-        try:
-            lookup = self.store.lookup(resolved.requests, frame, at)
-        except _UNAVAILABLE as exc:
-            raise _unavailable(exc) from exc
-        return OnlineFeatures.of(frame, resolved, lookup, at)
+        lookup = _Lookup(self.catalog, self.store, features, full_feature_names,
+                         entity_frame(entities, resolved.join_keys))  # fmt: skip
+        for _ in range(_ATTEMPTS):
+            commands = lookup.commands()
+            at = self.clock()
+            try:
+                replies = self.store.send(commands)
+            except _UNAVAILABLE as exc:
+                raise _unavailable(exc) from exc
+            if (found := lookup.finish(replies, at)) is not None:
+                return found
+        raise lookup.switching()
 
     def ping(self) -> bool:
         try:
@@ -185,17 +192,24 @@ class AsyncFeatureClient:
         self, entities: Entities, features: Features, *, full_feature_names: bool = False
     ) -> OnlineFeatures:
         resolved = self.catalog.resolve(features, full_names=full_feature_names)
-        return await self.lookup(resolved, entity_frame(entities, resolved.join_keys))
+        frame = entity_frame(entities, resolved.join_keys)
+        return await self.lookup(features, frame, full_feature_names=full_feature_names)
 
-    async def lookup(self, resolved: Resolved, entities: pl.DataFrame) -> OnlineFeatures:
-        """A resolved lookup of entity rows already checked by `entity_frame`."""
-        prepared = self.store.prepare(resolved.requests, entities)
-        at = self.clock()
-        try:
-            replies = await self._pipelined(prepared.commands)
-        except _UNAVAILABLE as exc:
-            raise _unavailable(exc) from exc
-        return OnlineFeatures.of(entities, resolved, self.store.finish(prepared, replies, at), at)
+    async def lookup(
+        self, features: Features, entities: pl.DataFrame, *, full_feature_names: bool = False
+    ) -> OnlineFeatures:
+        """A lookup of entity rows already checked by `entity_frame`."""
+        lookup = _Lookup(self.catalog, self.store, features, full_feature_names, entities)
+        for _ in range(_ATTEMPTS):
+            commands = lookup.commands()
+            at = self.clock()
+            try:
+                replies = await self._pipelined(commands)
+            except _UNAVAILABLE as exc:
+                raise _unavailable(exc) from exc
+            if (found := lookup.finish(replies, at)) is not None:
+                return found
+        raise lookup.switching()
 
     async def _pipelined(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         for attempt in (1, 2):
@@ -219,6 +233,50 @@ class AsyncFeatureClient:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+class _Lookup:
+    """One lookup's round trips. Each reads the served versions of the views asked for
+    by name first (`lifecycle.states_command`), then their tiles, in ONE pipeline; when
+    a promotion or rollback happened since the catalog last saw the versions, the values
+    are thrown away and the lookup runs again with the new versions. So every answer
+    reads one version per view, the one served when its round trip began, and a switch
+    reaches every client on its next lookup."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: RedisOnlineStore,
+        features: Features,
+        full_names: bool,
+        entities: pl.DataFrame,
+    ) -> None:
+        self.catalog, self.store, self.entities = catalog, store, entities
+        self.features, self.full_names = features, full_names
+
+    def commands(self) -> list[tuple[Any, ...]]:
+        self.resolved = self.catalog.resolve(self.features, full_names=self.full_names)
+        self.names = [name for name, _ in self.resolved.served]
+        self.prepared = self.store.prepare(self.resolved.requests, self.entities)
+        head = [states_command(self.catalog.prefix, self.names)] if self.names else []
+        return head + self.prepared.commands
+
+    def finish(self, replies: list[Any], at: int) -> OnlineFeatures | None:
+        """The answer, or None when the versions read are no longer the served ones."""
+        if self.names:
+            states = parse_states(self.names, replies[0])
+            self.catalog.observe({name: state.active for name, state in states.items()})
+            if not self.catalog.is_current(self.resolved):
+                return None
+            replies = replies[1:]
+        lookup = self.store.finish(self.prepared, replies, at)
+        return OnlineFeatures.of(self.entities, self.resolved, lookup, at)
+
+    def switching(self) -> OnlineStoreUnavailableError:
+        return OnlineStoreUnavailableError(
+            f"the served versions of {', '.join(self.names)} changed during {_ATTEMPTS} "
+            "lookups in a row; retry"
+        )
 
 
 def redis_url_for(catalog: Catalog, given: str | None) -> str:

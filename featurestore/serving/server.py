@@ -37,7 +37,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from featurestore.errors import ConfigError, NotFoundError, OnlineStoreUnavailableError
+from featurestore.errors import (
+    ConfigError,
+    DefinitionsOutOfDateError,
+    NotFoundError,
+    OnlineStoreUnavailableError,
+)
 from featurestore.monitor.metrics import (
     HTTP_ERRORS,
     HTTP_REQUEST_SECONDS,
@@ -143,6 +148,7 @@ def create_app(
     app.add_exception_handler(NotFoundError, _not_found)
     app.add_exception_handler(ConfigError, _invalid)
     app.add_exception_handler(OnlineStoreUnavailableError, _unavailable)
+    app.add_exception_handler(DefinitionsOutOfDateError, _unavailable)
     app.add_exception_handler(RequestValidationError, _malformed)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     _routes(app)
@@ -225,7 +231,8 @@ def _routes(app: FastAPI) -> None:
         assert wanted is not None
         resolved = client.catalog.resolve(wanted, full_names=body.full_feature_names)
         entities = entity_frame(body.entities, resolved.join_keys)
-        return (await _timed(client, client.lookup(resolved, entities), body.rows)).body()
+        lookup = client.lookup(wanted, entities, full_feature_names=body.full_feature_names)
+        return (await _timed(lookup, body.rows)).body()
 
     @app.get("/features/{view}/{key}", summary="One entity's features of one view")
     async def entity_features(
@@ -240,9 +247,9 @@ def _routes(app: FastAPI) -> None:
         client = _client(request)
         chosen = client.catalog.view(view, version)
         names = [f.strip() for f in features.split(",") if f.strip()] if features else None
-        prefix = f"{chosen.name}@{chosen.version}:"
-        refs = [prefix + n for n in names or [f.name for f in chosen.features]]
-        resolved = client.catalog.resolve(refs)
+        pin = f"@{version}" if version is not None else ""
+        refs = [f"{chosen.name}{pin}:{n}" for n in names or [f.name for f in chosen.features]]
+        client.catalog.resolve(refs)  # unknown features: 404 before any lookup
         keys = client.catalog.entity_keys(chosen)
         parts = key.split(",") if len(keys) > 1 else [key]
         if len(parts) != len(keys):
@@ -251,11 +258,11 @@ def _routes(app: FastAPI) -> None:
                 f"{','.join('<' + k + '>' for k in keys)}"
             )
         entities = entity_frame({k: [v] for k, v in zip(keys, parts, strict=True)}, keys)
-        found = await _timed(client, client.lookup(resolved, entities), 1)
+        found = await _timed(client.lookup(refs, entities), 1)
         state = found.views[0]
         return {
             "view": chosen.name,
-            "version": chosen.version,
+            "version": state.version,
             "entity": {k: v for k, v in zip(keys, parts, strict=True)},
             "status": state.status[0],
             "freshness_seconds": state.freshness_s[0],
@@ -302,7 +309,7 @@ def _routes(app: FastAPI) -> None:
         return Response(_exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
-async def _timed(client: AsyncFeatureClient, lookup: Awaitable[Any], rows: int) -> Any:
+async def _timed(lookup: Awaitable[Any], rows: int) -> Any:
     started = time.perf_counter()
     result = await lookup
     LOOKUP_SECONDS.labels("server").observe(time.perf_counter() - started)

@@ -58,6 +58,7 @@ from featurestore.stream.checkpoint import Checkpointer, Fenced, TransientCommit
 from featurestore.stream.definition import ConsumerDefinition
 from featurestore.stream.dlq import DeadLetter, Headers, SourceRecord, dead_letter
 from featurestore.stream.topics import ensure_topics
+from featurestore.stream.versions import ComputedViews
 from featurestore.stream.watermarks import Watermarks
 
 log = logging.getLogger(__name__)
@@ -130,8 +131,16 @@ class ConsumerRuntime:
             self.sink = EventWriter(offline_root, definition.subject, contract.event_time)
         self.online = online if definition.sinks.online.enabled else None
         self.views = definition.views if self.online is not None else []
+        self.computed: ComputedViews | None = None
         if self.views:
             self._check_views()
+            assert self.online is not None
+            self.computed = ComputedViews(
+                self.views, self.online, who=f"consumer {definition.name}",
+                offline_root=offline_root if self.sink is not None else None,
+                event_time=contract.event_time or "",
+            )  # fmt: skip
+            self._retrying("activate the views", self.computed.start)
         # Feature lateness: behind the partition's watermark by more than the longest
         # retention of this consumer's views -> LATE_EVENT (see watermarks.py).
         self.watermarks = Watermarks(max((v.retention_ms for v in self.views), default=None))
@@ -239,8 +248,10 @@ class ConsumerRuntime:
         if self.sink is not None:
             sink = self.sink
             self._retrying("write offline events", lambda: sink.write(valid))
-        if self.online is not None:
-            for view in self.views:
+        if self.computed is not None:
+            computed = self.computed
+            first = batch.first_offsets
+            for view in self._retrying("read the views' state", lambda: computed.current(first)):
                 self._apply_online(view, valid)
         letters = [self._dead_letter(records[r.row], r) for r in rejections]
         offsets = self.watermarks.attach(batch.next_offsets)
@@ -272,6 +283,8 @@ class ConsumerRuntime:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Nothing to flush: each batch was committed before the poll that revokes.
         self.watermarks.forget(partitions)
+        if self.computed is not None:
+            self.computed.forget([(tp.topic, tp.partition) for tp in partitions])
         _log_revoke(consumer, partitions)
 
     def _validate(
@@ -375,13 +388,16 @@ class _Batch:
     partitions: list[int]
     offsets: list[int]
     next_offsets: list[TopicPartition]  # what to commit: last offset + 1 per partition
+    first_offsets: dict[tuple[str, int], int]  # the batch's first offset per partition
 
     @classmethod
     def of(cls, records: list[Message]) -> _Batch:
         values, headers, topics, partitions, offsets = [], [], [], [], []
         last: dict[tuple[str, int], int] = {}
+        first: dict[tuple[str, int], int] = {}
         for m in records:
             topic, partition, offset = m.topic(), m.partition(), m.offset()
+            first.setdefault((topic, partition), offset)
             values.append(m.value())
             headers.append(m.headers() or [])
             topics.append(topic)
@@ -389,7 +405,7 @@ class _Batch:
             offsets.append(offset)
             last[(topic, partition)] = offset  # a partition's offsets ascend in a batch
         ends = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
-        return cls(values, headers, topics, partitions, offsets, ends)
+        return cls(values, headers, topics, partitions, offsets, ends, first)
 
 
 def _schema_id(value: bytes | None) -> int | None:
