@@ -362,7 +362,10 @@ def history(  # noqa: PLR0917 - typer options
     from featurestore.serving import Catalog
 
     catalog = Catalog.load(definitions)
-    views, join_keys = catalog.views, catalog.join_keys
+    pinned = {
+        f"{n}@{v}": view for n, known in catalog.versions.items() for v, view in known.items()
+    }
+    views, join_keys = catalog.views | pinned, catalog.join_keys
     settings = Settings()
     root = offline_path or settings.offline_path
     if root is None:

@@ -230,11 +230,3 @@ def parse_ref(ref: str) -> tuple[str, int | None, str]:
         )
     version = match["version"]
     return match["view"], int(version) if version else None, match["feature"]
-
-
-def split_ref(ref: str) -> tuple[str, str]:
-    """``"card_spend:amount_sum_1h"`` -> (view, feature); a clear error otherwise."""
-    view, sep, feature = ref.partition(":")
-    if not sep or not re.match(NAME, view) or not re.match(NAME, feature):
-        raise ConfigError(f"{ref!r} is not a feature reference; write view:feature")
-    return view, feature

@@ -32,7 +32,7 @@ from featurestore.features.aggregates import (
     partial_column,
     tile_partials,
 )
-from featurestore.features.definitions import Feature, FeatureView, split_ref
+from featurestore.features.definitions import Feature, FeatureView, parse_ref
 from featurestore.features.point_in_time import as_of
 from featurestore.features.windows import Window
 from featurestore.offline.events import scan_events
@@ -75,10 +75,12 @@ def get_historical_features(
 ) -> pl.DataFrame:
     """``entity_df`` (join keys + ``timestamp_column``) with one column per feature.
 
-    ``features`` are ``view:feature`` references; ``views`` maps view names to
-    definitions, ``join_keys`` entity names to their keys, ``event_time`` gives each
-    source subject's event-time field. Output columns are the feature names, or
-    ``view__feature`` with ``full_feature_names`` (required when two views share a name).
+    ``features`` are ``view:feature`` references (``view@2:feature`` for a version:
+    its own definition recomputes it, so a training set can match any version served).
+    ``views`` maps view names (and ``name@version``) to definitions, ``join_keys``
+    entity names to their keys, ``event_time`` gives each source subject's event-time
+    field. Output columns are the feature names, or ``view__feature`` with
+    ``full_feature_names`` (required when two views share a name).
     """
     rows = as_polars(entity_df)
     if _ORDER in rows.columns:
@@ -91,7 +93,8 @@ def get_historical_features(
     if not features:
         raise ConfigError("no features requested; pass view:feature references")
     wanted = _resolve(features, views)
-    names = [f"{v}__{f.name}" if full_feature_names else f.name for v, f in wanted]
+    names = [f"{v.replace('@', '_v')}__{f.name}" if full_feature_names else f.name
+             for v, f in wanted]  # fmt: skip
     if len(set(names)) != len(names):
         raise ConfigError("two requested features share a name; pass full_feature_names=True")
     groups: dict[tuple[str, tuple[str, ...]], list[tuple[str, Feature]]] = {}
@@ -144,7 +147,8 @@ def _resolve(
 ) -> list[tuple[str, Feature]]:
     wanted = []
     for ref in features:
-        view_name, feature = split_ref(ref)
+        name, version, feature = parse_ref(ref)
+        view_name = name if version is None else f"{name}@{version}"
         if view_name not in views:
             raise ConfigError(
                 f"no feature view {view_name!r}; known views: {', '.join(sorted(views))}"

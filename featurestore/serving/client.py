@@ -26,7 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from featurestore.errors import ConfigError, OnlineStoreUnavailableError
 from featurestore.online.connection import connect, connect_async, redact_url
-from featurestore.online.lifecycle import parse_states, states_command
+from featurestore.online.lifecycle import ViewState, parse_states, state_key, states_command
 from featurestore.online.store import SCRIPTS, RedisOnlineStore
 from featurestore.serving.catalog import Catalog
 from featurestore.serving.response import OnlineFeatures
@@ -224,6 +224,14 @@ class AsyncFeatureClient:
                 for script in SCRIPTS:  # Redis restarted or flushed its scripts
                     await self.client.script_load(script)
         raise AssertionError("unreachable")
+
+    async def view_states(self) -> dict[str, ViewState]:
+        """Every view's lifecycle state (active, shadow, previous, retired versions)."""
+        try:
+            raw = await self.client.hgetall(state_key(self.catalog.prefix))
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
+        return {name.decode(): ViewState.from_json(value) for name, value in raw.items()}
 
     async def ping(self) -> bool:
         try:

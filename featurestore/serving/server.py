@@ -272,15 +272,21 @@ def _routes(app: FastAPI) -> None:
 
     @app.get("/views", summary="The feature views and feature services served")
     async def views(request: Request) -> Any:
-        catalog = _client(request).catalog
+        client = _client(request)
+        catalog, states = client.catalog, await client.view_states()
+        catalog.observe({name: state.active for name, state in states.items()})
         listed = []
         for name, known in sorted(catalog.versions.items()):
-            served = known[max(known)]
+            served = catalog.view(name)
+            state = states.get(name)
             listed.append(
                 {
                     "name": name,
                     "version": served.version,
                     "versions": sorted(known),
+                    "roles": {
+                        str(v): state.role(v) if state else "declared" for v in sorted(known)
+                    },
                     "entity": served.entity,
                     "join_keys": catalog.entity_keys(served),
                     "source": served.source,

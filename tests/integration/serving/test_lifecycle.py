@@ -189,6 +189,8 @@ def test_promote_and_rollback_switch_the_client_and_the_server(versions: Version
         assert pinned.version("amount_max_1h") == 2  # a shadow-style read by version
         one = httpx.get(f"{url}/features/card_spend/{CARDS[0]}").json()
         assert one["version"] == 1
+        listed = httpx.get(f"{url}/views").json()["views"][0]
+        assert (listed["version"], listed["roles"]) == (1, {"1": "active", "2": "declared"})
 
 
 def test_flipping_versions_under_load_fails_no_lookup_and_mixes_none(versions: Versions) -> None:

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from featurestore.errors import ConfigError
-from featurestore.features.definitions import FeatureView, default_tile, parse_window, split_ref
+from featurestore.features.definitions import FeatureView, default_tile, parse_ref, parse_window
 from featurestore.stream.definition import load_definition
 
 MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
@@ -76,9 +76,10 @@ def test_columns_checked_against_the_contract() -> None:
 
 
 def test_feature_refs() -> None:
-    assert split_ref("card_spend:amount_sum_1h") == ("card_spend", "amount_sum_1h")
+    assert parse_ref("card_spend:amount_sum_1h") == ("card_spend", None, "amount_sum_1h")
+    assert parse_ref("card_spend@2:amount_sum_1h") == ("card_spend", 2, "amount_sum_1h")
     with pytest.raises(ConfigError, match="view:feature"):
-        split_ref("amount_sum_1h")
+        parse_ref("amount_sum_1h")
     with pytest.raises(ConfigError, match="has no feature"):
         view().feature("amount_sum_2h")
 

@@ -139,3 +139,25 @@ def test_clear_errors(store: tuple[str, list[dict[str, object]]]) -> None:
         get_historical_features(entity_df, [], **kwargs)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="pass a Polars or pandas"):
         get_historical_features([1, 2], REFS, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_version_named_in_the_reference_is_recomputed_with_its_own_definition(
+    store: tuple[str, list[dict[str, object]]],
+) -> None:
+    root, _ = store
+    wider = FeatureView.model_validate(
+        {**VIEW.model_dump(), "version": 2,
+         "aggregations": [{"column": "amount", "functions": ["sum"], "windows": ["1h/5m"]}]}
+    )  # fmt: skip
+    entity_df = rows(40, seed=4)
+    views = {"spend": VIEW, "spend@2": wider}
+    both = get_historical_features(entity_df, ["spend:amount_sum_10m", "spend@2:amount_sum_1h"],
+                                   views=views, join_keys=KEYS, offline_root=root,
+                                   event_time="ts", full_feature_names=True)  # fmt: skip
+    assert both.columns[-2:] == ["spend__amount_sum_10m", "spend_v2__amount_sum_1h"]
+    alone = get_historical_features(entity_df, ["spend:amount_sum_1h"], views={"spend": wider},
+                                    join_keys=KEYS, offline_root=root, event_time="ts")  # fmt: skip
+    assert both["spend_v2__amount_sum_1h"].to_list() == alone["amount_sum_1h"].to_list()
+    with pytest.raises(ConfigError, match="no feature view 'spend@3'"):
+        get_historical_features(entity_df, ["spend@3:amount_sum_1h"], views=views,
+                                join_keys=KEYS, offline_root=root, event_time="ts")  # fmt: skip
