@@ -6,6 +6,9 @@ v2 from the first event, for every card, at several times."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import tomllib
 from pathlib import Path
@@ -18,7 +21,6 @@ from featurestore.contracts.registry.client import RegistryClient
 from featurestore.online import RedisOnlineStore, connect
 from featurestore.online.lifecycle import Lifecycle
 from featurestore.stream import ConsumerDefinition, ConsumerRuntime
-from featurestore.stream.backfill import backfill
 from tests.conftest import Services
 from tests.e2e.test_features import MINUTE, PARTITIONS, VIEWS, produce, stream
 from tests.frames import assert_close
@@ -84,9 +86,23 @@ def test_backfill_then_stream_hand_over_equals_a_from_scratch_run(
     consume(d, services, registry, offline, store, len(first))
     assert not lifecycle.has_online_state("card_activity", 2)  # only v1 is computed
 
-    report = backfill(store, v2, offline_root=str(offline), event_time="ts")
-    assert report.events > 0
-    assert set(report.through) == {(topic, p) for p in range(PARTITIONS)}
+    folder = tmp_path / "definitions"
+    folder.mkdir()
+    (folder / "payments.toml").write_text(
+        f'name = "live"\ntopics = ["{topic}"]\nsubject = "payments-value"\n'
+        f'[sinks.online]\nprefix = "{prefix}"\n' + V2 + V1
+    )
+    env = {**os.environ, "FEATURESTORE_REDIS_URL": services.redis_url,
+           "FEATURESTORE_REGISTRY_URL": registry.url}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "featurestore.cli", "backfill", "card_activity", "--version",
+         "2", "--definitions", str(folder), "--offline-path", str(offline)],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "backfilled card_activity v2" in done.stderr
+    through = lifecycle.version_info("card_activity", 2)["through"]
+    assert set(through) == {(topic, p) for p in range(PARTITIONS)}
 
     produce(services, registry, topic, gap)  # v2 only backfilled: these are the gap
     consume(d, services, registry, offline, store, len(gap))
