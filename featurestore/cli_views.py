@@ -121,7 +121,8 @@ def views_promote(
 def views_rollback(
     view: str, definitions: DefinitionsOption = Path("consumers"), who: WhoOption = None
 ) -> None:
-    """Serve the previously active version again, at once."""
+    """Serve the previously active version again, at once (the current one goes into
+    shadow)."""
     _, _, lifecycle = _lifecycle(definitions)
     _say(view, lifecycle.rollback(view, who))
 

@@ -188,8 +188,9 @@ class Lifecycle:
         return self._change(view, "promote", version, who, change)
 
     def rollback(self, view: str, who: str | None = None) -> ViewState:
-        """Back to the version active before the current one (which stops being served
-        and computed; promote it again to bring it back)."""
+        """Back to the version active before the current one, which goes into shadow:
+        still computed, so it stays current for a comparison or another promotion
+        (retire it to stop that)."""
 
         def change(state: ViewState) -> ViewState | None:
             candidates = [v for v in state.previous if v not in state.retired]
@@ -198,7 +199,11 @@ class Lifecycle:
             back = candidates[-1]
             if not self.has_online_state(view, back):
                 raise ConfigError(f"view {view!r} version {back} has no online state left")
-            return replace(state, active=back, previous=[v for v in state.previous if v != back])
+            shadow = [v for v in state.shadow if v != back]
+            if state.active is not None and state.active not in shadow:
+                shadow.append(state.active)
+            previous = [v for v in state.previous if v != back]
+            return replace(state, active=back, previous=previous, shadow=shadow)
 
         return self._change(view, "rollback", None, who, change)
 

@@ -130,7 +130,7 @@ def test_the_lifecycle_checks_every_change_and_logs_who_did_it(versions: Version
     with pytest.raises(ConfigError, match="is active: promote another version"):
         life.retire("card_spend", 2, "bo")
     back = life.rollback("card_spend", "bo")
-    assert (back.active, back.previous) == (1, [])
+    assert (back.active, back.previous, back.shadow) == (1, [], [2])  # 2 stays current
     with pytest.raises(ConfigError, match="no previous version to roll back to"):
         life.rollback("card_spend", "bo")
     life.promote("card_spend", 2, "ana")
@@ -190,7 +190,7 @@ def test_promote_and_rollback_switch_the_client_and_the_server(versions: Version
         one = httpx.get(f"{url}/features/card_spend/{CARDS[0]}").json()
         assert one["version"] == 1
         listed = httpx.get(f"{url}/views").json()["views"][0]
-        assert (listed["version"], listed["roles"]) == (1, {"1": "active", "2": "declared"})
+        assert (listed["version"], listed["roles"]) == (1, {"1": "active", "2": "shadow"})
 
 
 def test_flipping_versions_under_load_fails_no_lookup_and_mixes_none(versions: Versions) -> None:
