@@ -78,6 +78,36 @@ class Aggregate(BaseModel):
         return windows
 
 
+class Drift(BaseModel):
+    """When a view's features (and the input fields they read) have drifted from the
+    view's training baseline (`featurestore monitor baseline`): thresholds on PSI and
+    KS for numbers, Jensen-Shannon for text, and the rise of the null rate; judged over
+    the last ``window`` once it holds ``min_count`` values. ``thresholds`` overrides
+    them per feature or field, e.g. ``{amount_sum_1h = {psi = 0.3}}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    psi: float = Field(default=0.2, gt=0)
+    ks: float = Field(default=0.2, gt=0, le=1)
+    js: float = Field(default=0.1, gt=0, le=1)
+    null_rate: float = Field(default=0.1, gt=0, le=1, description="Rise over the baseline's.")
+    window: str = "15m"
+    min_count: int = Field(default=200, ge=1)
+    thresholds: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    def threshold(self, name: str, statistic: str) -> float:
+        value: float = self.thresholds.get(name, {}).get(statistic, getattr(self, statistic))
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        try:
+            duration_ms(value)
+        except FeatureStoreError:
+            raise ValueError(f'{value!r} is not a duration; write e.g. "15m"') from None
+        return value
+
+
 @dataclass(frozen=True, slots=True)
 class Feature:
     """One feature of a view: ``function`` of value ``column`` over ``window``."""
@@ -103,6 +133,7 @@ class FeatureView(BaseModel):
     owner: str = Field(description="Who is paged about this view (an address or team).")
     description: str = ""
     tags: dict[str, str] = Field(default_factory=dict)
+    drift: Drift = Field(default_factory=Drift)
 
     @field_validator("allowed_lateness", "ttl")
     @classmethod

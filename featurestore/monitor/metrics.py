@@ -6,7 +6,7 @@ sum(events_dead_lettered)`` holds at every scrape, per consumer and contract.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 EVENTS_IN = Counter(
     "featurestore_events_in", "Events consumed and committed.", ["consumer", "contract"]
@@ -30,6 +30,24 @@ ONLINE_WRITE_SECONDS = Histogram(
     "Wall time of applying one batch of one feature view to Redis.",
     ["consumer", "view"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+OFFLINE_WRITE_SECONDS = Histogram(
+    "featurestore_offline_write_seconds",
+    "Wall time of writing one batch's valid events to Parquet.",
+    ["consumer"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+EVENT_FRESHNESS_SECONDS = Histogram(
+    "featurestore_event_freshness_seconds",
+    "End-to-end freshness: wall time minus event time when an event's features are "
+    "written (up to 100 events sampled per batch).",
+    ["consumer"],
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400),
+)
+CONSUMER_LAG = Gauge(
+    "featurestore_consumer_lag",
+    "Events not yet read, per assigned partition (at each monitoring check).",
+    ["consumer", "topic", "partition"],
 )
 RETRIES = Counter(
     "featurestore_retries", "Operations retried after a dependency failed.", ["consumer", "what"]

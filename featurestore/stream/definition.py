@@ -24,6 +24,7 @@ from pydantic import (
 from featurestore.contracts.contract import parse_duration_ms
 from featurestore.errors import ConfigError, ContractError
 from featurestore.features.definitions import Entity, FeatureService, FeatureView
+from featurestore.monitor.config import Monitoring
 
 
 class OfflineSink(BaseModel):
@@ -83,6 +84,7 @@ class ConsumerDefinition(BaseModel):
     )
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
     sinks: Sinks = Sinks()
+    monitoring: Monitoring = Monitoring()
     entities: list[Entity] = Field(default_factory=list)
     views: list[FeatureView] = Field(
         default_factory=list, description="Feature views computed from this consumer's events."

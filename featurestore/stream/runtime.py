@@ -46,12 +46,16 @@ from featurestore.errors import RegistryUnavailableError
 from featurestore.features.definitions import FeatureView
 from featurestore.monitor.metrics import (
     BATCH_SECONDS,
+    CONSUMER_LAG,
+    EVENT_FRESHNESS_SECONDS,
     EVENTS_DEAD_LETTERED,
     EVENTS_IN,
     EVENTS_VALID,
+    OFFLINE_WRITE_SECONDS,
     ONLINE_WRITE_SECONDS,
     RETRIES,
 )
+from featurestore.monitor.watch import watch_for
 from featurestore.offline import EventWriter
 from featurestore.online.store import RedisOnlineStore
 from featurestore.stream.checkpoint import Checkpointer, Fenced, TransientCommitError
@@ -141,6 +145,8 @@ class ConsumerRuntime:
                 event_time=contract.event_time or "",
             )  # fmt: skip
             self._retrying("activate the views", self.computed.start)
+        fields = [c for c in self.decoder.frame_schema if not c.startswith("_")]
+        self.watch = watch_for(definition, contract, fields, self.kafka, self.online)
         # Feature lateness: behind the partition's watermark by more than the longest
         # retention of this consumer's views -> LATE_EVENT (see watermarks.py).
         self.watermarks = Watermarks(max((v.retention_ms for v in self.views), default=None))
@@ -246,8 +252,9 @@ class ConsumerRuntime:
             rejections = sorted([*rejections, *late], key=lambda r: r.row)
         valid = valid.drop("_row")
         if self.sink is not None:
-            sink = self.sink
+            sink, writing = self.sink, time.monotonic()
             self._retrying("write offline events", lambda: sink.write(valid))
+            OFFLINE_WRITE_SECONDS.labels(self.definition.name).observe(time.monotonic() - writing)
         if self.computed is not None:
             computed = self.computed
             first = batch.first_offsets
@@ -263,6 +270,33 @@ class ConsumerRuntime:
             return
         self._count(len(records), valid.height, rejections)
         BATCH_SECONDS.labels(self.definition.name).observe(time.monotonic() - started)
+        self._observe(len(records), rejections, valid)
+
+    def _observe(self, consumed: int, rejections: list[Rejection], valid: pl.DataFrame) -> None:
+        """Freshness at write, then contract health and drift (checked when due)."""
+        now_ms = int(self.clock() * 1000)
+        event_time = self.contract.event_time
+        if event_time and valid.height:
+            sample = valid.get_column(event_time).sample(min(100, valid.height), seed=0)
+            for ms in sample.dt.epoch("ms").drop_nulls():
+                EVENT_FRESHNESS_SECONDS.labels(self.definition.name).observe((now_ms - ms) / 1000)
+        if self.watch is None:
+            return
+        watch = self.watch
+        watch.observe(consumed, rejections, valid, now_ms)
+        if watch.due(now_ms):
+            lag = self._retrying("read the consumer lag", self._lag)
+            self._retrying("check monitoring", lambda: watch.check(now_ms, lag))
+
+    def _lag(self) -> dict[str, int]:
+        assert self.consumer is not None
+        out = {}
+        for tp in self.consumer.position(self.consumer.assignment()):
+            _, high = self.consumer.get_watermark_offsets(tp, timeout=5)
+            unread = max(0, high - tp.offset) if tp.offset >= 0 else high
+            out[f"{tp.topic}[{tp.partition}]"] = unread
+            CONSUMER_LAG.labels(self.definition.name, tp.topic, str(tp.partition)).set(unread)
+        return out
 
     def _apply_online(self, view: FeatureView, valid: pl.DataFrame) -> None:
         online, event_time = self.online, self.contract.event_time or ""

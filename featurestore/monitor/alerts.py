@@ -1,0 +1,104 @@
+"""Alerts: a breach fires once and resolves once, to Kafka, Prometheus and the log.
+
+Each check reports, per alert key (kind, subject, name, statistic), whether its
+threshold is breached now. The first breached check fires the alert; further breached
+checks say nothing (no storms); the first clear check after a firing resolves it. Each
+firing and resolution is:
+
+- a JSON event on the alerts topic (default ``featurestore.alerts``), keyed by the
+  alert's id, through an idempotent producer;
+- the gauge ``featurestore_alert_active`` (1 while firing) and the counter
+  ``featurestore_alerts`` (by kind and status);
+- one log line (WARNING when firing, INFO when resolved).
+
+Every event carries the view or contract, the feature or field, the statistic, its
+value and threshold, the window it was computed over, and the owner to page.
+Invariants: state is per process; a restarted consumer may fire an alert still
+breached once more (at-least-once, as the topic is).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from confluent_kafka import Producer
+from prometheus_client import Counter, Gauge
+
+log = logging.getLogger(__name__)
+DEFAULT_TOPIC = "featurestore.alerts"
+
+ALERT_ACTIVE = Gauge(
+    "featurestore_alert_active",
+    "1 while an alert fires, 0 once resolved.",
+    ["kind", "subject", "name", "statistic"],
+)
+ALERTS = Counter("featurestore_alerts", "Alert firings and resolutions.", ["kind", "status"])
+
+Kind = Literal["drift", "violation_rate", "null_rate", "freshness", "lag"]
+
+
+@dataclass(frozen=True)
+class Alert:
+    kind: Kind
+    subject: str  # the view (``card_spend v2``) or the contract subject
+    name: str  # the feature, input field, rule or partition
+    statistic: str  # psi, ks, js, null_rate, violation_rate, freshness_seconds, lag
+    value: float
+    threshold: float
+    window: str  # what the value was computed over, e.g. "last 15m (4,210 values)"
+    owner: str
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.kind, self.subject, self.name, self.statistic)
+
+    @property
+    def id(self) -> str:
+        return ":".join(self.key)
+
+
+class Alerts:
+    """Fire-once, resolve-once alerts for one process."""
+
+    def __init__(self, kafka: dict[str, Any] | None, topic: str = DEFAULT_TOPIC,
+                 source: str = "featurestore") -> None:  # fmt: skip
+        self.topic = topic
+        self.source = source
+        self.firing: dict[tuple[str, str, str, str], Alert] = {}
+        self.producer = (
+            Producer({**kafka, "enable.idempotence": True, "linger.ms": 50})
+            if kafka is not None else None
+        )  # fmt: skip
+
+    def check(self, alert: Alert, breached: bool) -> str | None:
+        """Record one check; returns "firing" or "resolved" when that changed."""
+        if breached and alert.key not in self.firing:
+            self.firing[alert.key] = alert
+            self._emit(alert, "firing")
+            return "firing"
+        if not breached and alert.key in self.firing:
+            del self.firing[alert.key]
+            self._emit(alert, "resolved")
+            return "resolved"
+        return None
+
+    def flush(self, timeout: float = 10.0) -> None:
+        if self.producer is not None:
+            self.producer.flush(timeout)
+
+    def _emit(self, alert: Alert, status: str) -> None:
+        event = {**asdict(alert), "id": alert.id, "status": status, "source": self.source,
+                 "at": int(time.time() * 1000)}  # fmt: skip
+        ALERT_ACTIVE.labels(*alert.key).set(1 if status == "firing" else 0)
+        ALERTS.labels(alert.kind, status).inc()
+        line = (f"alert {status}: {alert.kind} {alert.subject} {alert.name} {alert.statistic}"
+                f"={alert.value:.4g} (threshold {alert.threshold:.4g}, {alert.window}); "
+                f"owner {alert.owner}")  # fmt: skip
+        log.log(logging.WARNING if status == "firing" else logging.INFO, line)
+        if self.producer is not None:
+            self.producer.produce(self.topic, key=alert.id.encode(), value=json.dumps(event))
+            self.producer.poll(0)

@@ -1,0 +1,95 @@
+"""What one consumer watches: its contract's health and its served views' drift.
+
+The consumer reports each committed batch (`observe`) and asks, after it, whether a
+check is due (`check_interval`); a check reloads which view versions are served and
+which have a baseline (so a new baseline or a promotion is picked up), then evaluates
+contract health and every view's drift, and flushes the alerts.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import polars as pl
+
+from featurestore.contracts.violations import Rejection
+from featurestore.features.definitions import FeatureView
+from featurestore.monitor.alerts import Alerts
+from featurestore.monitor.config import Monitoring
+from featurestore.monitor.drift import Baseline, ViewDrift
+from featurestore.monitor.health import ContractHealth
+from featurestore.online.lifecycle import Lifecycle
+from featurestore.online.store import RedisOnlineStore
+
+log = logging.getLogger(__name__)
+
+
+class Watch:
+    """Contract health and view drift of one consumer, with their alerts."""
+
+    def __init__(self, settings: Monitoring, alerts: Alerts, health: ContractHealth,
+                 views: list[FeatureView], store: RedisOnlineStore | None) -> None:  # fmt: skip
+        self.settings, self.alerts, self.health = settings, alerts, health
+        self.views = {(v.name, v.version): v for v in views}
+        self.store = store
+        self.drifts: dict[tuple[str, int], ViewDrift] = {}
+        self.interval_ms = settings.ms("check_interval")
+        self.next_check_ms = 0
+
+    def observe(
+        self, consumed: int, rejections: list[Rejection], valid: pl.DataFrame, now_ms: int
+    ) -> None:
+        self.health.observe(consumed, rejections, valid, now_ms)
+        for drift in self.drifts.values():
+            drift.observe(valid, now_ms)
+
+    def due(self, now_ms: int) -> bool:
+        return now_ms >= self.next_check_ms
+
+    def check(self, now_ms: int, lag: dict[str, int]) -> None:
+        self.next_check_ms = now_ms + self.interval_ms
+        self._refresh()
+        self.health.check(now_ms, lag)
+        for drift in self.drifts.values():
+            drift.check(now_ms)
+        self.alerts.flush(5.0)
+
+    def _refresh(self) -> None:
+        """Watch the active version of each view that has a baseline."""
+        if self.store is None:
+            return
+        states = Lifecycle(self.store.client, self.store.prefix).states()
+        wanted: dict[tuple[str, int], Baseline] = {}
+        for name in {n for n, _ in self.views}:
+            active = states[name].active if name in states else None
+            if active is None or (name, active) not in self.views:
+                continue
+            current = self.drifts.get((name, active))
+            baseline = Baseline.load(self.store.client, self.store.prefix, name, active)
+            if baseline is None:
+                continue
+            if current is not None and current.baseline.created == baseline.created:
+                wanted[(name, active)] = current.baseline
+                continue
+            log.info("drift of %s v%d watched against its baseline of %d rows",
+                     name, active, baseline.rows)  # fmt: skip
+            self.drifts[(name, active)] = ViewDrift(self.views[(name, active)], baseline,
+                                                    self.store, self.alerts,
+                                                    self.settings.sample_entities)  # fmt: skip
+            wanted[(name, active)] = baseline
+        for gone in set(self.drifts) - set(wanted):
+            del self.drifts[gone]
+
+
+def watch_for(definition: Any, contract: Any, fields: list[str], kafka: dict[str, Any],
+              store: RedisOnlineStore | None) -> Watch | None:  # fmt: skip
+    """The watch a consumer definition asks for (None when monitoring is off)."""
+    settings: Monitoring = definition.monitoring
+    if not settings.enabled:
+        return None
+    alerts = Alerts(kafka, settings.alerts_topic, source=f"consumer {definition.name}")
+    owner = contract.owner or "unowned (set featurestore.owner in the contract)"
+    health = ContractHealth(definition.subject, owner, settings, alerts, fields=fields,
+                            event_time=contract.event_time)  # fmt: skip
+    return Watch(settings, alerts, health, list(definition.views), store)
