@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
+from featurestore.cli_monitor import audit_app, monitor_app
 from featurestore.cli_views import backfill, open_store, views_app
 from featurestore.contracts import parse_contract
 from featurestore.contracts.registry import RegistryAuth, RegistryState, SchemaLog, create_app
@@ -46,6 +47,8 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(registry_app, name="registry")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(views_app, name="views")
+app.add_typer(monitor_app, name="monitor")
+app.add_typer(audit_app, name="audit")
 app.command("backfill")(backfill)
 
 console = Console(stderr=True)

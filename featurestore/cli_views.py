@@ -52,6 +52,32 @@ def open_store(definitions: Path) -> tuple[Catalog, RedisOnlineStore]:
     return catalog, RedisOnlineStore(client, catalog.join_keys, catalog.prefix)
 
 
+def offline_source(subject: str, offline_path: str | None) -> tuple[str, str]:
+    """The offline store's root and the event-time field of ``subject``'s contract."""
+    from featurestore.contracts import parse_contract
+    from featurestore.contracts.registry.client import RegistryClient
+
+    settings = with_local_defaults(Settings(), needs=["registry"], start=False)
+    root = offline_path or settings.offline_path
+    if root is None or settings.registry_url is None:
+        raise ConfigError("this reads the offline store and the contract: pass "
+                          "--offline-path and set FEATURESTORE_REGISTRY_URL, or run "
+                          "`featurestore local up`")  # fmt: skip
+    registry = RegistryClient(settings.registry_url, settings.registry_user_info,
+                              settings.registry_token)  # fmt: skip
+    event_time = parse_contract(registry.version(subject, "latest")["schema"]).event_time
+    if event_time is None:
+        raise ConfigError(f"the contract of {subject} has no event_time")
+    return root, event_time
+
+
+def epoch_ms(moment: datetime | None) -> int | None:
+    """A naive time means UTC."""
+    if moment is None:
+        return None
+    return int(moment.replace(tzinfo=moment.tzinfo or UTC).timestamp() * 1000)
+
+
 def _lifecycle(definitions: Path) -> tuple[Catalog, RedisOnlineStore, Lifecycle]:
     from featurestore.online.lifecycle import Lifecycle
 
@@ -212,25 +238,12 @@ def backfill(  # noqa: PLR0917 - typer options
 ) -> None:
     """Build VERSION's online state from the offline events with the one window engine;
     the consumer then continues it from the stream (shadow or promote it)."""
-    from featurestore.contracts import parse_contract
-    from featurestore.contracts.registry.client import RegistryClient
     from featurestore.stream.backfill import backfill as run_backfill
 
     catalog, store = open_store(definitions)
     chosen = catalog.view(view, version)
-    settings = with_local_defaults(Settings(), needs=["registry"], start=False)
-    root = offline_path or settings.offline_path
-    if root is None or settings.registry_url is None:
-        raise ConfigError("backfill reads the offline store and the contract: pass "
-                          "--offline-path and set FEATURESTORE_REGISTRY_URL, or run "
-                          "`featurestore local up`")  # fmt: skip
-    registry = RegistryClient(settings.registry_url, settings.registry_user_info,
-                              settings.registry_token)  # fmt: skip
-    event_time = parse_contract(registry.version(chosen.source, "latest")["schema"]).event_time
-    if event_time is None:
-        raise ConfigError(f"the contract of {chosen.source} has no event_time")
-    ms = [None if t is None else int(t.replace(tzinfo=t.tzinfo or UTC).timestamp() * 1000)
-          for t in (start, end)]  # fmt: skip
+    root, event_time = offline_source(chosen.source, offline_path)
+    ms = [epoch_ms(start), epoch_ms(end)]
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn()]  # fmt: skip
     with Progress(*columns, console=console) as bar:
