@@ -111,8 +111,8 @@ def audit_skew(  # noqa: PLR0917 - typer options
     report = run_audit(store, chosen, join_keys=catalog.entity_keys(chosen), offline_root=root,
                        event_time=event_time, at=moment, sample=sample)  # fmt: skip
     when = datetime.fromtimestamp(moment / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-    table = Table("feature", Column("mismatches", justify="right"),
-                  title=f"{view} v{chosen.version}: {report.entities} entities at {when} UTC")  # fmt: skip
+    title = f"{view} v{chosen.version}: {report.entities} entities at {when} UTC"
+    table = Table("feature", Column("mismatches", justify="right"), title=title)
     for f in chosen.features:
         table.add_row(f.name, str(report.mismatches.get(f.name, 0)))
     Console().print(table)
