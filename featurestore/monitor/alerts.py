@@ -13,8 +13,9 @@ firing and resolution is:
 
 Every event carries the view or contract, the feature or field, the statistic, its
 value and threshold, the window it was computed over, and the owner to page.
-Invariants: state is per process; a restarted consumer may fire an alert still
-breached once more (at-least-once, as the topic is).
+Invariants: with a Redis to keep it in (``state``), which alerts fire survives a
+restart, so a restarted consumer resolves what its predecessor fired and does not fire
+it again; without, the state is the process's own.
 """
 
 from __future__ import annotations
@@ -64,11 +65,22 @@ class Alert:
 class Alerts:
     """Fire-once, resolve-once alerts for one process."""
 
-    def __init__(self, kafka: dict[str, Any] | None, topic: str = DEFAULT_TOPIC,
-                 source: str = "featurestore") -> None:  # fmt: skip
+    def __init__(
+        self,
+        kafka: dict[str, Any] | None,
+        topic: str = DEFAULT_TOPIC,
+        source: str = "featurestore",
+        state: tuple[Any, str] | None = None,
+    ) -> None:
         self.topic = topic
         self.source = source
+        self.state = state  # (redis client, hash key) holding the firing alerts
         self.firing: dict[tuple[str, str, str, str], Alert] = {}
+        if state is not None:
+            client, key = state
+            for raw in client.hvals(key):
+                alert = Alert(**json.loads(raw))
+                self.firing[alert.key] = alert
         self.producer = (
             Producer({**kafka, "enable.idempotence": True, "linger.ms": 50})
             if kafka is not None else None
@@ -78,10 +90,14 @@ class Alerts:
         """Record one check; returns "firing" or "resolved" when that changed."""
         if breached and alert.key not in self.firing:
             self.firing[alert.key] = alert
+            if self.state is not None:
+                self.state[0].hset(self.state[1], alert.id, json.dumps(asdict(alert)))
             self._emit(alert, "firing")
             return "firing"
         if not breached and alert.key in self.firing:
             del self.firing[alert.key]
+            if self.state is not None:
+                self.state[0].hdel(self.state[1], alert.id)
             self._emit(alert, "resolved")
             return "resolved"
         return None

@@ -37,6 +37,10 @@ class Watch:
         self.interval_ms = settings.ms("check_interval")
         self.next_check_ms = 0
 
+    def start(self) -> None:
+        """Watch the views' drift from the first batch on."""
+        self._refresh()
+
     def observe(
         self, consumed: int, rejections: list[Rejection], valid: pl.DataFrame, now_ms: int
     ) -> None:
@@ -88,7 +92,9 @@ def watch_for(definition: Any, contract: Any, fields: list[str], kafka: dict[str
     settings: Monitoring = definition.monitoring
     if not settings.enabled:
         return None
-    alerts = Alerts(kafka, settings.alerts_topic, source=f"consumer {definition.name}")
+    source = f"consumer {definition.name}"
+    state = None if store is None else (store.client, f"{store.prefix}:{{@alerts}}:{source}")
+    alerts = Alerts(kafka, settings.alerts_topic, source=source, state=state)
     owner = contract.owner or "unowned (set featurestore.owner in the contract)"
     health = ContractHealth(definition.subject, owner, settings, alerts, fields=fields,
                             event_time=contract.event_time)  # fmt: skip

@@ -147,6 +147,8 @@ class ConsumerRuntime:
             self._retrying("activate the views", self.computed.start)
         fields = [c for c in self.decoder.frame_schema if not c.startswith("_")]
         self.watch = watch_for(definition, contract, fields, self.kafka, self.online)
+        if self.watch is not None:
+            self._retrying("load the drift baselines", self.watch.start)
         # Feature lateness: behind the partition's watermark by more than the longest
         # retention of this consumer's views -> LATE_EVENT (see watermarks.py).
         self.watermarks = Watermarks(max((v.retention_ms for v in self.views), default=None))
@@ -201,6 +203,8 @@ class ConsumerRuntime:
                     last_report = time.monotonic()
                     log.info("%s: %s", d.name, self.describe())
         finally:
+            if self.watch is not None and self.stats.events_in:
+                self._final_check()
             self.consumer.close()
             self.checkpointer.close()
             for sig, handler in handlers.items():
@@ -287,6 +291,15 @@ class ConsumerRuntime:
         if watch.due(now_ms):
             lag = self._retrying("read the consumer lag", self._lag)
             self._retrying("check monitoring", lambda: watch.check(now_ms, lag))
+
+    def _final_check(self) -> None:
+        """A last monitoring check on the way out, so a short run is judged too."""
+        assert self.watch is not None
+        watch, now_ms = self.watch, int(self.clock() * 1000)
+        try:
+            watch.check(now_ms, self._lag())
+        except Exception:  # shutting down: report, do not mask why we stop
+            log.exception("the final monitoring check failed")
 
     def _lag(self) -> dict[str, int]:
         assert self.consumer is not None
