@@ -52,3 +52,30 @@ def test_each_command_parses_as_the_cli_would(name: str) -> None:
         if value.startswith(("schemas/", "consumers")):
             candidates = [ROOT / value, ROOT / f"{value}.toml"]
             assert any(p.exists() for p in candidates), f"{name}: {value} is not in the repo"
+
+
+def test_the_dashboard_queries_only_metrics_featurestore_exports() -> None:
+    """Every metric a Grafana panel queries is one the consumer or server registers, so
+    renaming a metric breaks this test instead of the dashboard."""
+    import json
+    import re
+
+    from prometheus_client import REGISTRY
+
+    import featurestore.monitor.alerts
+    import featurestore.monitor.metrics
+    import featurestore.serving.server  # noqa: F401 - they register the metrics
+
+    exported = {m.name for m in REGISTRY.collect()}
+    dashboard = json.loads((ROOT / "docs/monitoring/grafana/dashboards/featurestore.json")
+                           .read_text())  # fmt: skip
+    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"featurestore_[a-z_]+", target["expr"])}  # fmt: skip
+    assert len(queried) >= 12
+    for name in queried:
+        base = re.sub(r"_(total|bucket|sum|count)$", "", name)
+        assert base in exported, f"the dashboard queries {name}, which nothing exports"
+    services = compose()["services"]
+    assert {"prometheus", "grafana"} <= set(services)
+    for volume in services["prometheus"]["volumes"] + services["grafana"]["volumes"]:
+        assert (ROOT / volume.split(":")[0]).exists(), volume
