@@ -105,10 +105,11 @@ class ViewDrift:
     def subject(self) -> str:
         return f"{self.view.name} v{self.view.version}"
 
-    def observe(self, valid: pl.DataFrame, now_ms: int) -> None:
-        if valid.is_empty():
-            return
+    def counted(self, valid: pl.DataFrame, now_ms: int) -> dict[Any, list[float]]:
+        """A batch's counts on the baseline's bins (reads Redis; adds nothing yet)."""
         counts: dict[Any, list[float]] = {}
+        if valid.is_empty():
+            return counts
         for name, profile in self.baseline.inputs.items():
             if name in valid.columns:
                 bins, nulls = profile.counts(valid.get_column(name))
@@ -120,6 +121,9 @@ class ViewDrift:
             for name in names:
                 bins, nulls = self.baseline.features[name].counts(values.get_column(name))
                 counts[("feature", name)] = [*bins, float(nulls)]
+        return counts
+
+    def add(self, counts: dict[Any, list[float]], now_ms: int) -> None:
         self.counts.add(counts, now_ms)
 
     def check(self, now_ms: int) -> dict[str, Any]:

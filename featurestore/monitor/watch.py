@@ -44,9 +44,11 @@ class Watch:
     def observe(
         self, consumed: int, rejections: list[Rejection], valid: pl.DataFrame, now_ms: int
     ) -> None:
+        # Every read first: if Redis fails, a retry adds nothing twice.
+        counted = [(drift, drift.counted(valid, now_ms)) for drift in self.drifts.values()]
+        for drift, counts in counted:
+            drift.add(counts, now_ms)
         self.health.observe(consumed, rejections, valid, now_ms)
-        for drift in self.drifts.values():
-            drift.observe(valid, now_ms)
 
     def due(self, now_ms: int) -> bool:
         return now_ms >= self.next_check_ms

@@ -287,7 +287,8 @@ class ConsumerRuntime:
         if self.watch is None:
             return
         watch = self.watch
-        watch.observe(consumed, rejections, valid, now_ms)
+        self._retrying("observe monitoring",
+                       lambda: watch.observe(consumed, rejections, valid, now_ms))  # fmt: skip
         if watch.due(now_ms):
             lag = self._retrying("read the consumer lag", self._lag)
             self._retrying("check monitoring", lambda: watch.check(now_ms, lag))
