@@ -401,6 +401,29 @@ DefinitionsOption = Annotated[
 ]
 
 
+@app.command("demo")
+def demo(
+    events: Annotated[int, typer.Option(min=100, help="Card payments to stream.")] = 100_000,
+    rate: Annotated[
+        float, typer.Option(min=0, help="Events per second (0: as fast as it goes).")
+    ] = 0.0,
+    cards: Annotated[int, typer.Option(min=10, help="Distinct cards.")] = 20_000,
+    output: Annotated[Path, typer.Option(help="Where the training set and report go.")] = Path(
+        "demo-output"
+    ),
+    keep: Annotated[bool, typer.Option(help="Leave the local services running.")] = False,
+) -> None:
+    """The whole product in one go: local Kafka, Redis and registry, the contract, the
+    consumer and the feature server, a stream of card payments with bad events and a
+    drift midway; then lookups, dead letters, alerts, a training set and a report."""
+    import logging
+
+    from featurestore.demo import DemoOptions, run_demo
+
+    logging.basicConfig(level=logging.ERROR)
+    run_demo(DemoOptions(events, rate, keep, output, cards), Console())
+
+
 @app.command("serve")
 def serve(  # noqa: PLR0917 - typer options
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
