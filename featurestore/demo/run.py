@@ -87,11 +87,15 @@ def run_demo(options: DemoOptions, console: Console) -> None:
         consumer.thread.join(60)
         busiest = [c.id for c in sorted(stream.cards, key=lambda c: -c.weight)[:3]]
         demo.report(server_url, busiest)
-        if options.keep:
-            console.print(f"kept running: the local services (stop them with `featurestore "
-                          f"local down --home {home}`); this process ends, so the feature "
-                          "server and consumer stop with it")  # fmt: skip
         console.print(f"demo done in {time.monotonic() - started:.0f} s")
+        if options.keep:
+            console.print(f"kept: the feature server at {server_url} until Ctrl-C; the local "
+                          f"services until `featurestore local down --home {home}`")  # fmt: skip
+            try:
+                while True:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                console.print("feature server stopped; the local services keep running")
 
 
 @dataclass
