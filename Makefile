@@ -11,21 +11,16 @@ APT_PACKAGES := $(strip \
 	$(if $(shell command -v java),,openjdk-17-jre-headless) \
 	$(if $(shell command -v mvn),,maven))
 
-.PHONY: demo test test-chaos lint typecheck pytest up down status system-deps install help
+.PHONY: demo test lint typecheck pytest up down status system-deps install help
 
 help:
 	@echo "make demo    install everything, then run the whole product on a stream of card payments"
 	@echo "make up      start local Kafka (KRaft) and Redis, print their endpoints"
 	@echo "make test    install everything, then ruff, mypy and pytest on real Kafka + Redis"
-	@echo "make test-chaos  the slow fault tests (rebalances, crashes, outages)"
 	@echo "make down    stop what 'make up' started"
 	@echo "make status  show the local services"
 
 test: install lint typecheck pytest
-
-# The fault tests (rebalances, crashes, outages under load): slow, run apart.
-test-chaos: install
-	$(BIN)/pytest -m chaos
 
 # make demo ARGS="--events 20000 --keep"
 demo: install
