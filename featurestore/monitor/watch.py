@@ -36,6 +36,7 @@ class Watch:
         self.drifts: dict[tuple[str, int], ViewDrift] = {}
         self.interval_ms = settings.ms("check_interval")
         self.next_check_ms = 0
+        self.next_refresh_ms = 0
 
     def start(self) -> None:
         """Watch the views' drift from the first batch on."""
@@ -44,6 +45,9 @@ class Watch:
     def observe(
         self, consumed: int, rejections: list[Rejection], valid: pl.DataFrame, now_ms: int
     ) -> None:
+        if now_ms >= self.next_refresh_ms:  # a new baseline or promotion counts at once
+            self.next_refresh_ms = now_ms + 1_000
+            self._refresh()
         # Every read first: if Redis fails, a retry adds nothing twice.
         counted = [(drift, drift.counted(valid, now_ms)) for drift in self.drifts.values()]
         for drift, counts in counted:
