@@ -14,8 +14,8 @@ import base64
 import re
 import subprocess
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
@@ -176,8 +176,14 @@ def new_cluster_id() -> str:
             return cid
 
 
-def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
-    """A single-node combined broker+controller config on loopback."""
+def server_properties(
+    data_dir: Path, port: int, controller_port: int, extra: Mapping[str, str] | None = None
+) -> str:
+    """A single-node combined broker+controller config on loopback.
+
+    ``extra`` lines are appended after the defaults; a key given again there wins (Java
+    Properties keep the last value), e.g. to add a SASL_SSL listener for a test.
+    """
     lines = [
         "process.roles=broker,controller",
         "node.id=1",
@@ -198,6 +204,7 @@ def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
         "share.coordinator.state.topic.min.isr=1",
         "group.initial.rebalance.delay.ms=0",
         "auto.create.topics.enable=true",
+        *(f"{key}={value}" for key, value in (extra or {}).items()),
     ]
     return "\n".join(lines) + "\n"
 
@@ -210,6 +217,7 @@ class KafkaServer:
     port: int
     controller_port: int
     heap: str = "512M"
+    extra: Mapping[str, str] = field(default_factory=dict)  # see server_properties
 
     @property
     def bootstrap(self) -> str:
@@ -232,7 +240,7 @@ class KafkaServer:
         java = require_java()
         self.home.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(
-            server_properties(self.data_dir, self.port, self.controller_port)
+            server_properties(self.data_dir, self.port, self.controller_port, self.extra)
         )
         log4j = self.home / "log4j2.yaml"
         log4j.write_text(_LOG4J2)

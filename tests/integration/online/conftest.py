@@ -17,6 +17,7 @@ from featurestore.local.process import ProcessRecord, free_port, spawn, stop
 from featurestore.local.redis import redis_conf, wait_for_redis
 from featurestore.local.redis_cluster import RedisCluster
 from featurestore.local.tools import require
+from tests.certs import make_certificates, openssl_missing
 
 PASSWORD = "s3cret-for-tests"
 
@@ -91,30 +92,14 @@ def sentinel_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 def _tls_missing() -> str | None:
     """Why this redis-server cannot serve TLS, or None when it can."""
     server, ldd = require("redis-server"), shutil.which("ldd")
-    if shutil.which("openssl") is None:
-        return "the openssl command that makes the test certificates is not installed"
+    missing = openssl_missing()
+    if missing:
+        return missing
     if ldd is not None:
         linked = subprocess.run([ldd, server], capture_output=True, text=True, check=False)
         if "libssl" not in linked.stdout:
             return f"{server} is not linked with OpenSSL: it was built without TLS support"
     return None
-
-
-def _make_certificates(home: Path) -> None:
-    """A test CA and a server certificate for 127.0.0.1 signed by it (EC keys: fast)."""
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    (home / "server.ext").write_text(
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
-        "keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
-    )
-    for cmd in (
-        ["req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
-         "-subj", "/CN=featurestore test CA"],
-        ["req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
-        ["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-         "-CAcreateserial", "-out", "server.crt", "-days", "1", "-extfile", "server.ext"],
-    ):  # fmt: skip
-        subprocess.run(["openssl", *cmd], cwd=home, capture_output=True, check=True)
 
 
 @pytest.fixture(scope="session")
@@ -124,22 +109,21 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
     if reason:
         pytest.skip(reason)
     home, port = tmp_path_factory.mktemp("redis-tls"), free_port()
-    _make_certificates(home)
+    certs = make_certificates(home)
     tls = "\n".join(
         [
             "port 0",
             f"tls-port {port}",
-            f"tls-cert-file {home / 'server.crt'}",
-            f"tls-key-file {home / 'server.key'}",
-            f"tls-ca-cert-file {home / 'ca.crt'}",
+            f"tls-cert-file {certs.server_cert}",
+            f"tls-key-file {certs.server_key}",
+            f"tls-ca-cert-file {certs.ca}",
             "tls-auth-clients no",
             "",
         ]
     )
     record = _start(home, _ephemeral(home, port) + tls)
     try:
-        ca = home / "ca.crt"
-        wait_for_redis(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca}", record)
-        yield TlsServer(port, ca)
+        wait_for_redis(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={certs.ca}", record)
+        yield TlsServer(port, certs.ca)
     finally:
         stop(record)

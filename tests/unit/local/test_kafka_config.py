@@ -37,6 +37,14 @@ def test_server_properties_is_a_single_node_kraft_config() -> None:
     assert props["log.dirs"] == "/d"
 
 
+def test_extra_properties_come_last_so_they_win() -> None:
+    extra = {"listeners": "SASL_SSL://127.0.0.1:9094", "sasl.enabled.mechanisms": "PLAIN"}
+    lines = server_properties(Path("/d"), 9092, 9093, extra).splitlines()
+    # Java Properties keep the last value of a key given twice: listeners is replaced.
+    assert lines[-2:] == ["listeners=SASL_SSL://127.0.0.1:9094", "sasl.enabled.mechanisms=PLAIN"]
+    assert lines[:-2] == server_properties(Path("/d"), 9092, 9093).splitlines()
+
+
 def test_cluster_id_has_kafkas_format() -> None:
     for _ in range(200):
         cid = new_cluster_id()
