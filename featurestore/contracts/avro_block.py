@@ -15,11 +15,17 @@ writer schema). Invariants:
   frame, only a hint (the first record the proof rejects, or None when read_avro fails)
   of where the caller may split the bodies to read again. Nothing but a frame of a
   block proven whole is trusted: hints and `BlockReader.readable` only steer splitting.
-  It never raises on bad bodies.
+  It never raises on bad bodies;
+- Rust's report of a read_avro panic never reaches stderr: it quotes what the reader
+  read from the bodies, which in a malformed body can be any field's value (a pii one as
+  well). See `_read_avro`.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from io import BytesIO
@@ -31,6 +37,7 @@ from polars.exceptions import PanicException
 
 _SYNC: Final = b"featurestore.blk"  # any 16 bytes: the container's sync marker
 _PROBE: Final = 256  # bodies per read_avro probe in `BlockReader.breakers`
+_STDERR_LOCK: Final = threading.Lock()  # one read at a time points fd 2 elsewhere
 
 
 class BlockLayout:
@@ -62,7 +69,7 @@ class BlockLayout:
         once, on an empty container."""
         header = _container_header(writer_schema)
         try:
-            readable = pl.read_avro(BytesIO(header)).columns == self._columns.names()
+            readable = _read_avro(header).columns == self._columns.names()
         except (Exception, PanicException):
             readable = False
         return BlockReader(header, self._columns, self._proof) if readable else None
@@ -83,7 +90,7 @@ class BlockReader:
         data = b"".join(bodies)
         lengths = pl.Series([len(b) for b in bodies], dtype=pl.Int64)
         try:
-            frame = pl.read_avro(BytesIO(self._block(bodies, data)))
+            frame = _read_avro(self._block(bodies, data))
             if frame.columns != self._columns.names() or frame.height != len(bodies):
                 return None
             first_bad = self._proof(frame, lengths, data)
@@ -95,9 +102,7 @@ class BlockReader:
         """Whether read_avro reads `bodies` as a block without failing (no proof: a hint
         for finding bodies that break a block, never a reason to trust one)."""
         try:
-            return pl.read_avro(BytesIO(self._block(bodies, b"".join(bodies)))).height == len(
-                bodies
-            )
+            return _read_avro(self._block(bodies, b"".join(bodies))).height == len(bodies)
         except (Exception, PanicException):
             return False
 
@@ -119,6 +124,43 @@ class BlockReader:
 
     def _block(self, bodies: Sequence[bytes], data: bytes) -> bytes:
         return b"".join((self._header, _varint(len(bodies)), _varint(len(data)), data, _SYNC))
+
+
+def _read_avro(container: bytes) -> pl.DataFrame:
+    """``pl.read_avro`` of one in-memory container, keeping Rust's panic reports off stderr.
+
+    read_avro panics on some malformed blocks, and Rust's panic hook writes a report to
+    fd 2 before Polars raises PanicException. The report quotes what the reader read
+    ("range end index 918273645501 out of range for slice of length 8": a length read
+    from a body, which in a body that lacks a field is the next field's value). So fd 2
+    points at a temporary file during the call; what was written there is dropped when
+    the call failed or a report is in it (with whatever another thread wrote in those
+    milliseconds), and copied to fd 2 otherwise. Reads take turns (a lock), since fd 2
+    is the process's. The file costs ~40 us a call; a batch makes one call or a few."""
+    with _STDERR_LOCK, tempfile.TemporaryFile() as captured:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr to keep clean
+            return pl.read_avro(BytesIO(container))
+        os.dup2(captured.fileno(), 2)
+        failed = True
+        try:
+            frame = pl.read_avro(BytesIO(container))
+            failed = False
+            return frame
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            written = captured.read()
+            if written and not failed and b" panicked at " not in written:
+                _write_all(2, written)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 @dataclass(frozen=True)

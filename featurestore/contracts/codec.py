@@ -23,8 +23,10 @@ resolution to the contract's reader schema, the Avro -> Polars type mapping
   block; a block that fails is split and its parts read again (`_read_blocks`), and the
   bodies no proven block holds are decoded record by record. Both paths give the same
   rows and rejections for any input;
-- rejection messages never quote decoded values (fields may be PII); enum symbols, which
-  the schemas define, may appear.
+- rejection messages never quote decoded values (fields may be PII), nor what fastavro
+  says about bytes it could not read (it quotes lengths read from them, which a
+  malformed body makes another field's value); enum symbols, which the schemas define,
+  may appear, but not the one a record of a pii enum field holds.
 """
 
 from __future__ import annotations
@@ -69,6 +71,12 @@ _LOGICAL: Final[Mapping[tuple[str, str], pl.DataType]] = {
 _READ_RAW: Final = frozenset({*_TIMESTAMPS, "date", "uuid"})
 _MIN_CHUNK: Final = 64  # bodies: a shorter run after a failed block goes per record
 _OBJECT_REPR: Final = re.compile(r"( from)? <[^<>]* at 0x[0-9a-f]+>")
+_ENUM_SYMBOL: Final = re.compile(r"(?<=: )(\S+) not found in reader symbol list ([^\s,]+)")
+_BODY_PROBLEMS: Final[Mapping[type[Exception], str]] = {
+    EOFError: "the body ends before its record does (cut short, or a length in it runs past "
+    "its end)",
+    UnicodeDecodeError: "a string in the body is not UTF-8",
+}
 
 
 class FrameError(FeatureStoreError, ValueError):
@@ -145,6 +153,7 @@ class BatchDecoder:
         self.frame_schema = pl.Schema({**self._columns, ROW: pl.Int64()})
         self._fetch, self._fast_min = fetch_writer, fast_path_min_records
         self._reader, named = _parse(reader_schema, strip=True)
+        self._pii_enums = _pii_enums(json.loads(reader_schema))
         self._shape = to_parsing_canonical_form(json.loads(reader_schema))
         fields = _fields(self._reader)
         self._raw = pl.Schema({f["name"]: _dtype(f["type"], named, raw=True) for f in fields})
@@ -268,7 +277,7 @@ class BatchDecoder:
             try:
                 records.append(fastavro.schemaless_reader(buf, writer.schema, writer.reader))
             except Exception as exc:
-                out.append(_unreadable(row, len(body), writer.ref, exc))
+                out.append(_unreadable(row, len(body), writer.ref, exc, self._pii_enums))
                 continue
             if buf.tell() == len(body):
                 kept.append(row)
@@ -373,13 +382,58 @@ def _brief(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {_OBJECT_REPR.sub('', str(exc))[:160]}"
 
 
-def _unreadable(row: int, size: int, ref: SchemaRef, exc: Exception) -> Rejection:
-    """Why fastavro could not read a record: its writer does not resolve, or its bytes."""
+def _unreadable(
+    row: int, size: int, ref: SchemaRef, exc: Exception, pii_enums: frozenset[str]
+) -> Rejection:
+    """Why fastavro could not read a record: its writer does not resolve, or its bytes.
+
+    What fastavro says about bytes it cannot read is never quoted: it holds what it read
+    from them. "Expected N bytes" is a length read from the body, and in a body that
+    lacks a field that length is the next field's value (a pii number as well). A
+    resolution failure speaks of the schemas, and of the enum symbol the record holds
+    when the reader lacks it: withheld for an enum of a pii field (`pii_enums`)."""
     if isinstance(exc, SchemaResolutionError):
-        problem = f"writer schema {ref} does not resolve to the contract: {_brief(exc)}"
+        text = _brief(exc)
+        symbol = _ENUM_SYMBOL.search(text)
+        if symbol is not None and symbol.group(2) in pii_enums:
+            text = text[: symbol.start()] + f"a symbol (pii, withheld){text[symbol.end(1) :]}"
+        problem = f"writer schema {ref} does not resolve to the contract: {text}"
         return Rejection(row, Reason.INCOMPATIBLE_SCHEMA, problem)
-    problem = f"the {size}-byte body does not decode with writer schema {ref}: {_brief(exc)}"
+    why = next((f": {text}" for kind, text in _BODY_PROBLEMS.items() if isinstance(exc, kind)),
+               "")  # fmt: skip
+    problem = f"the {size}-byte body does not decode with writer schema {ref}: "
+    problem += type(exc).__name__ + why
     return Rejection(row, Reason.DECODE_ERROR, problem)
+
+
+def _pii_enums(schema: Any) -> frozenset[str]:
+    """Full names of the enums in the types of the record's pii fields (by definition or
+    by reference), as fastavro names them."""
+    found: set[str] = set()
+
+    def walk(t: Any, namespace: str | None) -> None:
+        if isinstance(t, list):
+            for branch in t:
+                walk(branch, namespace)
+        elif isinstance(t, str):
+            found.add(t if "." in t or not namespace else f"{namespace}.{t}")
+        elif isinstance(t, dict):
+            name, inner = t.get("name"), t.get("namespace", namespace)
+            if isinstance(name, str) and "." in name:
+                inner = name.rsplit(".", 1)[0]
+            if t.get("type") == "enum" and isinstance(name, str):
+                found.add(name if "." in name or not inner else f"{inner}.{name}")
+            for f in t.get("fields", []) if t.get("type") == "record" else []:
+                walk(f.get("type"), inner)
+            for key in ("items", "values"):
+                if key in t:
+                    walk(t[key], inner)
+
+    namespace = schema.get("namespace") if isinstance(schema, dict) else None
+    for field in schema.get("fields", []) if isinstance(schema, dict) else []:
+        if field.get("pii") is True:
+            walk(field.get("type"), namespace)
+    return frozenset(found)
 
 
 def _holds(dtype: pl.DataType, value: Any) -> bool:

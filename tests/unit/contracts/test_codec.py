@@ -471,6 +471,82 @@ def test_a_bad_body_is_one_decode_error_and_its_neighbours_decode(fast: int, nam
     assert batch.rejections == slow.rejections
 
 
+PII_NUMBER = 918_273_645_501
+PII = json.dumps({"type": "record", "name": "P", "fields": [
+    {"name": "id", "type": "string"}, {"name": "card", "type": "string"},
+    {"name": "ref", "type": "long", "pii": True}, {"name": "ip", "type": "string", "pii": True},
+]})  # fmt: skip
+
+
+def pii_body(i: int) -> bytes:
+    return encode(PII, {"id": f"p{i}", "card": "card_000001", "ref": PII_NUMBER,
+                        "ip": "pii-canary-ip"})  # fmt: skip
+
+
+def leaky_bodies() -> dict[str, bytes]:
+    """Bodies whose failures a reader describes with what it read from them."""
+    good = pii_body(0)
+    head = good[: 1 + good[0] // 2]  # the id: its length byte and text
+    card = 1 + good[len(head)] // 2
+    return {
+        "card left out": head + good[len(head) + card :],  # ref is read as card's length
+        "ip cut short": good[:-3],
+        "ip not utf-8": good[:-2] + b"\xff\xfe",
+    }
+
+
+@pytest.mark.parametrize("fast", [FAST, SLOW])
+def test_messages_of_unreadable_bodies_quote_nothing_read_from_them(
+    fast: int, capfd: pytest.CaptureFixture[str]
+) -> None:
+    bad = leaky_bodies()
+    values = [framed(1, pii_body(i)) for i in range(300)] + [framed(1, b) for b in bad.values()]
+    batch = BatchDecoder(PII, Registry({1: PII}), fast_path_min_records=fast).decode(values)
+    messages = [r.message for r in batch.rejections]
+    assert len(messages) == len(bad)
+    assert ["EOFError" in m for m in messages] == [True, True, False]
+    assert "UnicodeDecodeError: a string in the body is not UTF-8" in messages[2]
+    for text in [*messages, capfd.readouterr().err]:
+        assert str(PII_NUMBER) not in text
+        assert "canary" not in text
+        assert "panicked" not in text
+
+
+def test_a_read_avro_panic_quotes_a_value_but_never_reaches_stderr(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    from polars.exceptions import PanicException
+
+    from featurestore.contracts.avro_block import _container_header, _varint
+
+    bodies = [pii_body(0), leaky_bodies()["card left out"]]
+    data = b"".join(bodies)
+    sync = _container_header(PII)[-16:]
+    container = _container_header(PII) + _varint(2) + _varint(len(data)) + data + sync
+    with pytest.raises(PanicException):  # what happens without the guard
+        pl.read_avro(io.BytesIO(container))
+    assert str(PII_NUMBER) in capfd.readouterr().err
+    values = [framed(1, pii_body(i)) for i in range(300)] + [framed(1, bodies[1])]
+    batch = BatchDecoder(PII, Registry({1: PII}), fast_path_min_records=FAST).decode(values)
+    assert reasons(batch) == [(300, Reason.DECODE_ERROR)]
+    assert batch.fast_rows == 300
+    assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("pii", [True, False])
+def test_the_enum_symbol_a_reader_lacks_is_named_unless_the_field_is_pii(pii: bool) -> None:
+    enum = {"type": "enum", "name": "Level", "symbols": ["GOLD", "PLATINUM"]}
+    writer = json.dumps({"type": "record", "name": "R", "namespace": "ns", "fields": [
+        {"name": "l", "type": ["null", enum], "pii": pii}]})  # fmt: skip
+    reader = writer.replace(', "PLATINUM"', "")
+    body = encode(writer, {"l": "PLATINUM"})
+    batch = BatchDecoder(reader, Registry({3: writer})).decode([framed(3, body)])
+    (rejection,) = batch.rejections
+    assert rejection.reason is Reason.INCOMPATIBLE_SCHEMA
+    assert ("PLATINUM" in rejection.message) is not pii
+    assert "not found in reader symbol list ns.Level" in rejection.message
+
+
 FLAT_BYTES = {  # one FLAT record, field by field, in the schema's order
     "b": b"\x01", "i": varint(7), "l": b"\x02", "f": b"\x00\x00\x00\x3f", "s": b"\x00",
     "by": varint(0), "e": varint(3), "fx": b"xy", "tsu": varint(5), "ltsm": b"\x00",
