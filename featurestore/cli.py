@@ -8,9 +8,11 @@ exits with status 1, without a traceback.
 from __future__ import annotations
 
 import json
+import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,8 +25,9 @@ from featurestore.contracts import parse_contract
 from featurestore.contracts.registry import RegistryAuth, RegistryState, SchemaLog, create_app
 from featurestore.contracts.registry.client import RegistryClient
 from featurestore.errors import ConfigError, FeatureStoreError
+from featurestore.kafka_access import check_kafka_access
 from featurestore.local import LocalStack, with_local_defaults
-from featurestore.settings import Settings
+from featurestore.settings import Settings, redacted
 
 app = typer.Typer(
     help="Streaming feature store and online validator: Avro contracts on Kafka, "
@@ -52,6 +55,7 @@ app.add_typer(audit_app, name="audit")
 app.command("backfill")(backfill)
 
 console = Console(stderr=True)
+log = logging.getLogger("featurestore.cli")
 
 HomeOption = Annotated[
     Path | None,
@@ -161,7 +165,7 @@ def registry_serve(
         str | None,
         typer.Option(
             help="Kafka to keep schemas in (default: $FEATURESTORE_KAFKA_BOOTSTRAP, else "
-            "the local stack's)."
+            "bootstrap.servers in $FEATURESTORE_KAFKA_CONFIG, else the local stack's)."
         ),
     ] = None,
 ) -> None:
@@ -169,13 +173,11 @@ def registry_serve(
     import uvicorn
 
     settings = Settings()
-    kafka = kafka_bootstrap or settings.kafka_bootstrap
-    if kafka is None:
-        kafka = LocalStack.from_settings(settings).up(services=["kafka"]).kafka
-    if kafka is None:
-        raise ConfigError("no Kafka for the registry: set FEATURESTORE_KAFKA_BOOTSTRAP.")
+    if kafka_bootstrap is not None:
+        settings = settings.model_copy(update={"kafka_bootstrap": kafka_bootstrap})
+    kafka = _kafka_config(with_local_defaults(settings, needs=["kafka"]))
     state = RegistryState()
-    log = SchemaLog(state, kafka, topic or settings.registry_topic)
+    log = SchemaLog(state, kafka["bootstrap.servers"], topic or settings.registry_topic, kafka)
     auth = RegistryAuth(
         settings.registry_token, settings.registry_user_info, settings.registry_protect_reads
     )
@@ -267,13 +269,37 @@ def schemas_show(
     sys.stdout.write(json.dumps(json.loads(found["schema"]), indent=2) + "\n")
 
 
-def _kafka_config(settings: Settings | None = None) -> dict[str, str]:
+def _kafka_config(
+    settings: Settings | None = None,
+    definition: Path | None = None,
+    own: Mapping[str, Any] | None = None,
+) -> dict[str, str]:
+    """What every Kafka client the CLI builds gets: the settings of the properties file
+    FEATURESTORE_KAFKA_CONFIG, and bootstrap.servers from FEATURESTORE_KAFKA_BOOTSTRAP
+    (which wins over the file's), else from the local stack.
+
+    The broker is asked once whether it accepts them, with a ``definition``'s ``own``
+    [kafka] settings on top as its clients get them: refused credentials or a failed TLS
+    handshake stop the command here, with what to fix."""
     settings = settings or with_local_defaults(Settings(), needs=["kafka"])
     if settings.kafka_bootstrap is None:
         raise ConfigError(
-            "no Kafka: set FEATURESTORE_KAFKA_BOOTSTRAP, or run `featurestore local up`."
+            "no Kafka: set FEATURESTORE_KAFKA_BOOTSTRAP (or bootstrap.servers in the file "
+            "FEATURESTORE_KAFKA_CONFIG names), or run `featurestore local up`."
         )
-    return {"bootstrap.servers": settings.kafka_bootstrap}
+    config = settings.kafka_client_config()
+    where = (
+        f"FEATURESTORE_KAFKA_CONFIG ({settings.kafka_config})"
+        if settings.kafka_config
+        else "a client properties file named by FEATURESTORE_KAFKA_CONFIG (none is set)"
+    )
+    if own:
+        where += f" or the [kafka] table of {definition}"
+    merged = {**config, **own} if own else config
+    shown = ", ".join(f"{key}={value}" for key, value in redacted(merged).items())
+    log.info("Kafka client settings (from %s): %s", where, shown)
+    check_kafka_access(merged, where)
+    return config
 
 
 @app.command("run")
@@ -310,7 +336,7 @@ def run(
         store = RedisOnlineStore(connect(url, check=True), consumer.join_keys, online.prefix)
     runtime = ConsumerRuntime(
         consumer,
-        _kafka_config(settings),
+        _kafka_config(settings, definition, consumer.kafka),
         _registry_client(settings),
         consumer.sinks.offline.path or settings.offline_path,
         online=store,
@@ -461,6 +487,8 @@ def serve(  # noqa: PLR0917 - typer options
     catalog = Catalog.load(definitions)  # fails here, not in every worker
     needs = [*(["redis"] if catalog.redis_url is None else []), *(["kafka"] if registry else [])]
     settings = with_local_defaults(Settings(), needs=needs)
+    if registry:
+        _kafka_config(settings)  # refused credentials stop here, not in every worker
     env = {
         "FEATURESTORE_SERVE_DEFINITIONS": str(definitions.resolve()),
         "FEATURESTORE_SERVE_REGISTRY": "1" if registry else "0",

@@ -3,15 +3,28 @@ environment (``FEATURESTORE_*``) or from command-line flags.
 
 An unset endpoint means "use the local services": the CLI fills it from the local
 stack (``featurestore local up``), never from a hard-coded address.
+
+Kafka clients take their settings from two places: ``FEATURESTORE_KAFKA_CONFIG``, a
+librdkafka client properties file (``key=value`` lines, as ``kcat -F`` reads) holding
+``security.protocol``, ``sasl.*`` and ``ssl.*`` so that secrets stay out of the
+definitions in git; and ``FEATURESTORE_KAFKA_BOOTSTRAP``, which wins over the file's
+``bootstrap.servers``. Values of secret keys (see ``is_secret``) are never shown: use
+``redacted`` for any message that shows a client config.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from featurestore.errors import ConfigError
+
+SECRET_WORDS = ("password", "secret", "key", "token")
 
 
 def default_cache_dir() -> Path:
@@ -26,7 +39,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FEATURESTORE_", extra="ignore")
 
     kafka_bootstrap: str | None = Field(
-        default=None, description="Kafka bootstrap servers, e.g. 127.0.0.1:9092."
+        default=None,
+        description="Kafka bootstrap servers, e.g. 127.0.0.1:9092; default the "
+        "bootstrap.servers of kafka_config, else the local stack's.",
+    )
+    kafka_config: Path | None = Field(
+        default=None,
+        description="librdkafka client properties file (key=value lines, # comments) "
+        "that every Kafka client gets: security.protocol, sasl.*, ssl.*, ...",
     )
     redis_url: str | None = Field(
         default=None, description="Redis URL, e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS)."
@@ -72,3 +92,64 @@ class Settings(BaseSettings):
     @property
     def local_dir(self) -> Path:
         return self.local_home or self.cache_dir / "local"
+
+    @model_validator(mode="after")
+    def _bootstrap_from_kafka_config(self) -> Settings:
+        if self.kafka_bootstrap is None and self.kafka_config is not None:
+            self.kafka_bootstrap = read_client_properties(self.kafka_config).get(
+                "bootstrap.servers"
+            )
+        return self
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """What every Kafka client gets: the kafka_config file's settings, with
+        bootstrap.servers from kafka_bootstrap (which wins) when that is set."""
+        config = read_client_properties(self.kafka_config) if self.kafka_config else {}
+        if self.kafka_bootstrap is not None:
+            config["bootstrap.servers"] = self.kafka_bootstrap
+        return config
+
+
+def read_client_properties(path: Path) -> dict[str, str]:
+    """A librdkafka client properties file: ``key=value`` per line, split at the first
+    ``=`` and stripped of surrounding blanks; blank lines and ``#`` comments skipped; a
+    key given twice keeps its last value (as Java Properties do). A line is never
+    quoted back in an error: it may hold a secret."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the Kafka client properties {path} (FEATURESTORE_KAFKA_CONFIG): "
+            f"{exc.strerror or exc}; point FEATURESTORE_KAFKA_CONFIG at a readable file of "
+            "key=value lines."
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"the Kafka client properties {path} are not UTF-8 text; write key=value lines."
+        ) from exc
+    config: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            what = "has no '='" if not sep else "has no key before '='"
+            raise ConfigError(
+                f"{path}, line {number}: the line {what}; write one librdkafka setting "
+                "per line as key=value, e.g. security.protocol=SASL_SSL."
+            )
+        config[key] = value.strip()
+    return config
+
+
+def is_secret(key: str) -> bool:
+    """Whether a client setting's value must never be logged or printed."""
+    lowered = key.lower()
+    return any(word in lowered for word in SECRET_WORDS)
+
+
+def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with the value of every secret key replaced by ``***``."""
+    return {key: "***" if is_secret(key) else value for key, value in config.items()}

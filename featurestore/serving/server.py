@@ -202,9 +202,12 @@ def mounted_registry(settings: Any) -> RegistryMount:
     if settings.kafka_bootstrap is None:
         raise ConfigError(
             "the mounted registry keeps its schemas in Kafka: set FEATURESTORE_KAFKA_BOOTSTRAP"
+            " (or bootstrap.servers in the file FEATURESTORE_KAFKA_CONFIG names)"
         )
     state = RegistryState()
-    log = SchemaLog(state, settings.kafka_bootstrap, settings.registry_topic)
+    log = SchemaLog(
+        state, settings.kafka_bootstrap, settings.registry_topic, settings.kafka_client_config()
+    )
     auth = RegistryAuth(
         settings.registry_token, settings.registry_user_info, settings.registry_protect_reads
     )
