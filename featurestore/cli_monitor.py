@@ -13,7 +13,13 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
-from featurestore.cli_views import DefinitionsOption, epoch_ms, offline_source, open_store
+from featurestore.cli_views import (
+    DefinitionsOption,
+    epoch_ms,
+    offline_contract,
+    offline_source,
+    open_store,
+)
 from featurestore.errors import ConfigError
 
 monitor_app = typer.Typer(help="Drift baselines and reports.", no_args_is_help=True)
@@ -38,19 +44,23 @@ def monitor_baseline(  # noqa: PLR0917 - typer options
     offline_path: OfflineOption = None,
 ) -> None:
     """Profile every feature and input of a view version over a training period, and
-    store it with the version: the consumer's drift checks compare against it."""
+    store it with the version: the consumer's drift checks compare against it. The
+    contract's pii fields are profiled by their null rate only."""
     from featurestore.monitor.baseline import build_baseline
 
     catalog, store = open_store(definitions)
     chosen = catalog.view(view, version)
-    root, event_time = offline_source(chosen.source, offline_path)
+    root, contract = offline_contract(chosen.source, offline_path)
+    if contract.event_time is None:
+        raise ConfigError(f"the contract of {chosen.source} has no event_time")
+    event_time = contract.event_time
     first, last = epoch_ms(start), epoch_ms(end)
     assert first is not None
     assert last is not None
     with console.status(f"profiling {view} v{chosen.version} from the offline store"):
         baseline = build_baseline(chosen, join_keys=catalog.entity_keys(chosen),
                                   offline_root=root, event_time=event_time, start=first,
-                                  end=last, sample=sample)  # fmt: skip
+                                  end=last, pii=contract.pii_fields, sample=sample)  # fmt: skip
     baseline.save(store.client, store.prefix)
     console.print(f"baseline of {view} v{chosen.version}: {baseline.rows:,} rows, "
                   f"{len(baseline.features)} features, {len(baseline.inputs)} inputs; the "

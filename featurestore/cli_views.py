@@ -20,6 +20,7 @@ from featurestore.local import with_local_defaults
 from featurestore.settings import Settings
 
 if TYPE_CHECKING:
+    from featurestore.contracts import Contract
     from featurestore.online import RedisOnlineStore
     from featurestore.online.lifecycle import Lifecycle, ViewState
     from featurestore.serving import Catalog
@@ -54,6 +55,14 @@ def open_store(definitions: Path) -> tuple[Catalog, RedisOnlineStore]:
 
 def offline_source(subject: str, offline_path: str | None) -> tuple[str, str]:
     """The offline store's root and the event-time field of ``subject``'s contract."""
+    root, contract = offline_contract(subject, offline_path)
+    if contract.event_time is None:
+        raise ConfigError(f"the contract of {subject} has no event_time")
+    return root, contract.event_time
+
+
+def offline_contract(subject: str, offline_path: str | None) -> tuple[str, Contract]:
+    """The offline store's root and ``subject``'s latest contract."""
     from featurestore.contracts import parse_contract
     from featurestore.contracts.registry.client import RegistryClient
 
@@ -65,10 +74,7 @@ def offline_source(subject: str, offline_path: str | None) -> tuple[str, str]:
                           "`featurestore local up`")  # fmt: skip
     registry = RegistryClient(settings.registry_url, settings.registry_user_info,
                               settings.registry_token)  # fmt: skip
-    event_time = parse_contract(registry.version(subject, "latest")["schema"]).event_time
-    if event_time is None:
-        raise ConfigError(f"the contract of {subject} has no event_time")
-    return root, event_time
+    return root, parse_contract(registry.version(subject, "latest")["schema"])
 
 
 def epoch_ms(moment: datetime | None) -> int | None:

@@ -246,13 +246,15 @@ class Demo:
         bar.update(read, completed=stats.events_in, detail=detail)
 
     def baseline(self, start: int, end: int) -> None:
+        from featurestore.contracts import parse_contract
         from featurestore.monitor.baseline import build_baseline
 
         view = next(v for v in self.definition.views if v.name == "card_spend")
+        contract = parse_contract((ROOT / "schemas" / "card_payment.v1.avsc").read_text())
         with self.console.status("training baseline of card_spend from the offline store"):
             built = build_baseline(view, join_keys=self.definition.join_keys[view.entity],
                                    offline_root=self.offline, event_time="ts", start=start,
-                                   end=end, sample=5_000)  # fmt: skip
+                                   end=end, pii=contract.pii_fields, sample=5_000)  # fmt: skip
         built.save(self.store.client, self.prefix)
         self.console.print(f"   baseline of card_spend v{view.version}: {built.rows:,} "
                            "training rows; drift is checked against it from now on")  # fmt: skip

@@ -4,7 +4,9 @@ against it.
 Baseline (`featurestore monitor baseline`): the profile (`monitor.profile.Profile`) of
 every feature of the version as of sampled event times in a past period, recomputed
 offline with the one window engine, and of every input field the version reads, stored
-as JSON in the version's meta hash (field ``baseline``).
+as JSON in the version's meta hash (field ``baseline``). The contract's pii fields, and
+features whose values are theirs, are profiled without their values (null rate only),
+so neither the baseline, the live profiles nor the report ever hold one.
 
 Live (`ViewDrift`, in the consumer): for each committed batch, the input fields of the
 valid events, and the features of up to ``sample`` entities the batch touched read from
@@ -19,12 +21,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 
-from featurestore.features.definitions import FeatureView
+from featurestore.features.definitions import Feature, FeatureView
 from featurestore.features.windows import duration_ms
 from featurestore.monitor.alerts import Alert, Alerts
 from featurestore.monitor.profile import Profile, js, ks, psi
@@ -48,9 +51,10 @@ class Baseline:
 
     @classmethod
     def of(cls, view: FeatureView, features: pl.DataFrame, inputs: pl.DataFrame,
-           start: int, end: int) -> Baseline:  # fmt: skip
+           start: int, end: int, *, pii: Collection[str]) -> Baseline:  # fmt: skip
         """Profiles of ``features`` (one column per feature) and ``inputs`` (one column
-        per input field) over [start, end]."""
+        per input field) over [start, end]. The ``pii`` fields of the contract, and the
+        features whose values are theirs (`holds_values`), are profiled withheld."""
         return cls(
             view.name,
             view.version,
@@ -58,8 +62,8 @@ class Baseline:
             end,
             features.height,
             int(time.time() * 1000),
-            {f.name: Profile.baseline(features[f.name]) for f in view.features},
-            {c: Profile.baseline(inputs[c]) for c in view.values},
+            {f.name: _profile(features[f.name], holds_values(f, pii)) for f in view.features},
+            {c: _profile(inputs[c], c in pii) for c in view.values},
         )
 
     def to_json(self) -> str:
@@ -82,6 +86,16 @@ class Baseline:
     def load(cls, client: Any, prefix: str, view: str, version: int) -> Baseline | None:
         raw = client.hget(meta_key(prefix, view, version), BASELINE)
         return None if raw is None else cls.from_json(raw)
+
+
+def holds_values(feature: Feature, pii: Collection[str]) -> bool:
+    """Whether ``feature``'s values are values of a pii field: last, min and max of one
+    (count, sum, mean, std and distinct counts are not any one event's value)."""
+    return feature.column in pii and feature.function in ("last", "min", "max")
+
+
+def _profile(values: pl.Series, withheld: bool) -> Profile:
+    return Profile.withheld(values) if withheld else Profile.baseline(values)
 
 
 def statistics(base: Profile, current: Profile) -> dict[str, float]:

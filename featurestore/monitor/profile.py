@@ -11,7 +11,9 @@ comparable bin by bin:
     KS   = max over edges of |C(edge) - B(edge)|       numbers; the binned CDFs
     JS   = Jensen-Shannon divergence, base 2, in [0,1] text
 
-Nulls are not part of the distributions; the null rate is compared on its own.
+Nulls are not part of the distributions; the null rate is compared on its own. A pii
+field's profile (`Profile.withheld`) keeps no value of it: its top values would be the
+values themselves, and its deciles can be.
 Invariants: profiles are JSON-serialisable; statistics are symmetric where the
 definitions are (KS, JS) and 0 for identical profiles.
 """
@@ -57,6 +59,18 @@ class Profile:
         rest = 1 - sum(top.values()) if present.len() else 0.0
         return cls("categorical", values.len(), null_rate,
                    categories={**top, **({OTHER: rest} if rest > 1e-12 else {})})  # fmt: skip
+
+    @classmethod
+    def withheld(cls, values: pl.Series) -> Profile:
+        """The profile of a field whose values must not be kept (pii): its null rate,
+        and every value in one bin (numbers) or pooled as ``__other__`` (text). Drift of
+        its null rate is still seen; of its distribution, not."""
+        present = values.drop_nulls()
+        null_rate = 1 - present.len() / values.len() if values.len() else 0.0
+        if values.dtype.is_numeric() or values.dtype == pl.Boolean:
+            return cls("numeric", values.len(), null_rate, [], [1.0 if present.len() else 0.0])
+        pooled = {OTHER: 1.0} if present.len() else {}
+        return cls("categorical", values.len(), null_rate, categories=pooled)
 
     def on_bins(self, values: pl.Series) -> Profile:
         """``values`` profiled on this profile's bins or categories."""

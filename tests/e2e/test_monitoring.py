@@ -138,7 +138,8 @@ class Run:
     def baseline(self, start: int, end: int) -> None:
         view = self.definition.views[0]
         built = build_baseline(view, join_keys=["card_id"], offline_root=str(self.offline),
-                               event_time="ts", start=start, end=end)  # fmt: skip
+                               event_time="ts", start=start, end=end,
+                               pii={"ip_address"})  # fmt: skip
         built.save(self.store.client, self.store.prefix)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -9,8 +10,10 @@ import polars as pl
 import pytest
 
 from featurestore.contracts.violations import Reason, Rejection
+from featurestore.features.definitions import FeatureView
 from featurestore.monitor.alerts import Alert, Alerts
 from featurestore.monitor.config import Monitoring
+from featurestore.monitor.drift import Baseline
 from featurestore.monitor.health import ContractHealth
 from featurestore.monitor.profile import OTHER, Profile, js, ks, psi
 from featurestore.monitor.rolling import RollingCounts
@@ -51,6 +54,44 @@ def test_categorical_profiles_pool_the_tail_and_js_is_bounded() -> None:
     assert 0.3 < js(base, other) <= 1.0  # the baseline had a third in its tail
     flipped = Profile.from_counts(base, *base.counts(pl.Series(["c0"] * 50)))
     assert flipped.categories["c0"] == 1.0
+
+
+def test_a_withheld_profile_keeps_only_the_null_rate() -> None:
+    ips = pl.Series([f"pii-canary-{i}" for i in range(200)] + [None] * 50)
+    base = Profile.withheld(ips)
+    assert "canary" not in json.dumps(base.to_dict())
+    assert base.null_rate == pytest.approx(50 / 250)
+    live = Profile.from_counts(base, *base.counts(pl.Series(["pii-canary-x"] * 10 + [None] * 90)))
+    assert "canary" not in json.dumps(live.to_dict())
+    assert js(base, live) == 0.0
+    assert live.null_rate - base.null_rate == pytest.approx(0.7)  # a null-rate rise still shows
+    refs = Profile.withheld(pl.Series([7_301_000_000_000_000_001 + i for i in range(100)]))
+    assert (refs.edges, refs.shares) == ([], [1.0])
+    assert psi(refs, refs.on_bins(pl.Series([1, 2, 3]))) == pytest.approx(0.0)
+
+
+def test_a_baseline_withholds_pii_inputs_and_the_features_that_are_their_values() -> None:
+    view = FeatureView.model_validate({
+        "name": "card_risk", "source": "payments-value", "entity": "card", "owner": "o@x",
+        "aggregations": [
+            {"column": "amount", "functions": ["max"], "windows": ["1h"]},
+            {"column": "ip_address", "functions": ["distinct", "last"], "windows": ["1h"]},
+        ],
+    })  # fmt: skip
+    n = 100
+    ips = [f"pii-canary-{i}" for i in range(n)]
+    features = pl.DataFrame({"amount_max_1h": [float(i) for i in range(n)],
+                             "ip_address_distinct_1h": [i % 7 for i in range(n)],
+                             "ip_address_last_1h": ips})  # fmt: skip
+    inputs = pl.DataFrame({"amount": [float(i) for i in range(n)], "ip_address": ips})
+    baseline = Baseline.of(view, features, inputs, 0, 1, pii={"ip_address"})
+    assert "canary" not in baseline.to_json()
+    assert baseline.inputs["ip_address"].categories == {OTHER: 1.0}
+    assert baseline.features["ip_address_last_1h"].categories == {OTHER: 1.0}
+    assert len(baseline.features["ip_address_distinct_1h"].edges) > 1  # a count: kept
+    assert len(baseline.inputs["amount"].edges) == 9
+    exposed = Baseline.of(view, features, inputs, 0, 1, pii=())
+    assert "canary" in exposed.to_json()  # what it would have kept
 
 
 def test_rolling_counts_forget_what_left_the_window() -> None:
