@@ -3,6 +3,9 @@
 The stock ``confluent_kafka.schema_registry`` client is what producers use and what the
 tests prove compatibility with; this one exists because the CLI needs what the stock
 client drops: the reasons of a failed compatibility check (``verbose=true``).
+
+Credentials (token, user info, or user info in the URL) go in headers only: no message
+and no log line names them.
 """
 
 from __future__ import annotations
@@ -24,7 +27,13 @@ class RegistryClient:
         token: str | None = None,
         timeout: float = 15.0,
     ) -> None:
-        self.url = url.rstrip("/")
+        # Credentials in the URL (http://user:password@host, as the stock client's
+        # basic.auth.credentials.source=URL) become basic auth and leave the URL, which
+        # messages and httpx's request log show.
+        parsed = httpx.URL(url.rstrip("/"))
+        self.url = str(parsed.copy_with(username=None, password=None))
+        if parsed.userinfo and not user_info:
+            user_info = f"{parsed.username}:{parsed.password}"
         headers = {"Accept": MEDIA_TYPE, "Content-Type": MEDIA_TYPE}
         if token:
             headers["Authorization"] = f"Bearer {token}"
