@@ -312,13 +312,14 @@ def run(
     ] = None,
 ) -> None:
     """Run a consumer: enforce its contract on every event, dead-letter what breaks it,
-    write valid events to the sinks. Stops cleanly on Ctrl-C or SIGTERM."""
+    write valid events to the sinks. Stops cleanly on Ctrl-C or SIGTERM. Logs at
+    $FEATURESTORE_LOG_LEVEL (default INFO)."""
     import logging
 
     from featurestore.monitor.metrics import serve_metrics
     from featurestore.stream import ConsumerRuntime, load_definition
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=Settings().log_level, format="%(asctime)s %(levelname)s %(message)s")
     consumer = load_definition(definition)
     online = consumer.sinks.online
     writes_online = bool(consumer.views) and online.enabled

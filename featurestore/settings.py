@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from featurestore.errors import ConfigError
@@ -88,6 +88,16 @@ class Settings(BaseSettings):
         default=1000, gt=0, description="Most entity rows one feature server request may ask."
     )
     kafka_version: str = Field(default="4.1.1", description="Apache Kafka version for local runs.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO",
+        description="Log level of `featurestore run` (any case). Messages and logs never "
+        "quote a pii field's value or a secret, at DEBUG too.",
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @property
     def local_dir(self) -> Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from featurestore.errors import ConfigError
 from featurestore.settings import Settings, is_secret, read_client_properties, redacted
@@ -142,3 +143,13 @@ def test_redacted_masks_only_secret_values() -> None:
     config = {"sasl.username": "alice", "sasl.password": "hunter2", "linger.ms": 5}
     assert redacted(config) == {"sasl.username": "alice", "sasl.password": "***", "linger.ms": 5}
     assert config["sasl.password"] == "hunter2"  # the original is left alone
+
+
+def test_the_log_level_is_read_in_any_case_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEATURESTORE_LOG_LEVEL", "debug")
+    assert Settings().log_level == "DEBUG"
+    monkeypatch.delenv("FEATURESTORE_LOG_LEVEL")
+    assert Settings().log_level == "INFO"
+    monkeypatch.setenv("FEATURESTORE_LOG_LEVEL", "loud")
+    with pytest.raises(ValidationError):
+        Settings()
