@@ -11,12 +11,13 @@ APT_PACKAGES := $(strip \
 	$(if $(shell command -v java),,openjdk-17-jre-headless) \
 	$(if $(shell command -v mvn),,maven))
 
-.PHONY: demo test lint typecheck pytest up down status system-deps install help
+.PHONY: demo test test-chaos lint typecheck pytest up down status system-deps install help
 
 help:
 	@echo "make demo    install everything, then run the whole product on a stream of card payments"
 	@echo "make up      start local Kafka (KRaft) and Redis, print their endpoints"
 	@echo "make test    install everything, then ruff, mypy and pytest on real Kafka + Redis"
+	@echo "make test-chaos  only the fault tests: kill -9 at every batch step, outages, rebalances"
 	@echo "make down    stop what 'make up' started"
 	@echo "make status  show the local services"
 
@@ -60,3 +61,7 @@ typecheck: install
 
 pytest: install
 	$(BIN)/pytest
+
+# The fault tests alone (they also run in `make test`, within its time budget).
+test-chaos: install
+	$(BIN)/pytest -m chaos $(ARGS)

@@ -310,6 +310,14 @@ def run(
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus /metrics here (overrides the file).")
     ] = None,
+    instance_id: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FEATURESTORE_INSTANCE_ID",
+            help="This process's stable name in its group (e.g. the pod name): a restart "
+            "resumes at once instead of waiting for Kafka to expire the old member.",
+        ),
+    ] = None,
 ) -> None:
     """Run a consumer: enforce its contract on every event, dead-letter what breaks it,
     write valid events to the sinks. Stops cleanly on Ctrl-C or SIGTERM. Logs at
@@ -321,6 +329,8 @@ def run(
 
     logging.basicConfig(level=Settings().log_level, format="%(asctime)s %(levelname)s %(message)s")
     consumer = load_definition(definition)
+    if instance_id is not None:
+        consumer = consumer.model_copy(update={"instance_id": instance_id})
     online = consumer.sinks.online
     writes_online = bool(consumer.views) and online.enabled
     needs = ["kafka", "registry", *(["redis"] if writes_online and not online.redis_url else [])]

@@ -23,6 +23,8 @@ import polars as pl
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from featurestore import crashpoints
+
 SOURCE_COLUMNS = ("_topic", "_partition", "_offset")
 DATE_COLUMN = "event_date"
 
@@ -73,6 +75,7 @@ class EventWriter:
             pq.write_table(rows.to_arrow(), out, compression="zstd")
         if self._local:
             _fsync(temporary)
+        crashpoints.reach("offline.temporary")
         self.fs.move(temporary, final)
         if self._local:
             _fsync(folder)

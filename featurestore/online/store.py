@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import polars as pl
 from redis.exceptions import NoScriptError
 
+from featurestore import crashpoints
 from featurestore.errors import ConfigError
 from featurestore.features.aggregates import (
     TILE,
@@ -232,6 +233,7 @@ class RedisOnlineStore:
                     for key, seg, prune in chunk
                 ]
             )
+            crashpoints.reach("online.chunk")
             for (key, _, _), result in zip(chunk, results, strict=True):
                 stats.entities += 1
                 if result == -1:

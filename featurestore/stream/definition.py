@@ -70,6 +70,13 @@ class ConsumerDefinition(BaseModel):
         default="latest", description="Reader schema: the latest version at start, or pinned."
     )
     group: str | None = Field(default=None, description="Consumer group; default fs-<name>.")
+    instance_id: str | None = Field(
+        default=None,
+        description="Stable name of this process in its group (static membership, "
+        "group.instance.id): a restart under the same name takes its partitions back at "
+        "once and aborts the transaction its crashed predecessor left open. Give each "
+        "running process its own (e.g. the pod name); `run --instance-id` sets it.",
+    )
     batch_size: Annotated[int, Field(gt=0, le=1_000_000)] = 10_000
     batch_wait_ms: Annotated[int, Field(gt=0, le=600_000)] = 500
     dlq_topic: str | None = Field(

@@ -23,6 +23,7 @@ import signal
 import struct
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -36,6 +37,7 @@ from redis.exceptions import ClusterDownError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from featurestore import crashpoints
 from featurestore.contracts import parse_contract
 from featurestore.contracts.codec import BatchDecoder
 from featurestore.contracts.constraints import compile_checks, split
@@ -152,7 +154,9 @@ class ConsumerRuntime:
         # Feature lateness: behind the partition's watermark by more than the longest
         # retention of this consumer's views -> LATE_EVENT (see watermarks.py).
         self.watermarks = Watermarks(max((v.retention_ms for v in self.views), default=None))
-        self.checkpointer = Checkpointer(self.kafka, definition.group_id)
+        self.checkpointer = Checkpointer(
+            self.kafka, definition.group_id, instance=definition.instance_id
+        )
         self.consumer: Consumer | None = None
 
     def _check_views(self) -> None:
@@ -176,7 +180,13 @@ class ConsumerRuntime:
         """Consume until stopped (or ``until(stats)`` is true after a batch)."""
         handlers = self._install_signal_handlers()
         d = self.definition
-        ensure_topics(self.kafka, {t: d.dlq_for(t) for t in d.topics})
+        try:  # Kafka may still be coming up: wait for it as for any dependency
+            dlqs = {t: d.dlq_for(t) for t in d.topics}
+            self._retrying("create the DLQ topics", partial(ensure_topics, self.kafka, dlqs))
+            self._retrying("start the transactional producer", self.checkpointer.start)
+        except Interrupted:
+            _restore(handlers)
+            return self.stats
         self.consumer = Consumer(
             {
                 **self.kafka,
@@ -184,6 +194,7 @@ class ConsumerRuntime:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
+                **({"group.instance.id": d.instance_id} if d.instance_id else {}),
             }
         )
         self.consumer.subscribe(d.topics, on_assign=_log_assign, on_revoke=self._on_revoke)
@@ -193,6 +204,7 @@ class ConsumerRuntime:
                 msgs = self.consumer.consume(d.batch_size, d.batch_wait_ms / 1000)
                 records = [m for m in msgs if not _skippable(m)]
                 if records:
+                    crashpoints.reach("poll")
                     try:
                         self.process(records)
                     except Interrupted:
@@ -207,8 +219,7 @@ class ConsumerRuntime:
                 self._final_check()
             self.consumer.close()
             self.checkpointer.close()
-            for sig, handler in handlers.items():
-                signal.signal(sig, handler)
+            _restore(handlers)
         return self.stats
 
     def describe(self) -> str:
@@ -236,9 +247,11 @@ class ConsumerRuntime:
             )
         except Interrupted:  # _retrying lets no other dependency failure out
             raise
-        except Exception:
-            log.exception("batch of %d failed as a whole; isolating records", len(records))
+        except Exception as exc:
+            log.error("batch of %d failed as a whole; isolating records%s", len(records),
+                      _without_values(exc))  # fmt: skip
             valid, rejections = self._validate_one_by_one(batch)
+        crashpoints.reach("decode")
         rows = valid.get_column("_row")
         valid = valid.with_columns(
             pl.Series("_topic", batch.topics, pl.String).gather(rows),
@@ -259,11 +272,13 @@ class ConsumerRuntime:
             sink, writing = self.sink, time.monotonic()
             self._retrying("write offline events", lambda: sink.write(valid))
             OFFLINE_WRITE_SECONDS.labels(self.definition.name).observe(time.monotonic() - writing)
+            crashpoints.reach("offline.written")
         if self.computed is not None:
             computed = self.computed
             first = batch.first_offsets
             for view in self._retrying("read the views' state", lambda: computed.current(first)):
                 self._apply_online(view, valid)
+            crashpoints.reach("online.applied")
         letters = [self._dead_letter(records[r.row], r) for r in rejections]
         offsets = self.watermarks.attach(batch.next_offsets)
         try:
@@ -272,6 +287,7 @@ class ConsumerRuntime:
             log.warning("lost the transactional role (%s); rewinding to committed offsets", exc)
             self._rewind()
             return
+        crashpoints.reach("commit.done")
         self._count(len(records), valid.height, rejections)
         BATCH_SECONDS.labels(self.definition.name).observe(time.monotonic() - started)
         self._observe(len(records), rejections, valid)
@@ -360,8 +376,8 @@ class ConsumerRuntime:
             except Exception as exc:
                 # The type only: an exception's text may quote a PII value.
                 message = f"could not be processed ({type(exc).__name__}); see consumer logs"
-                log.exception("record %s[%d]@%d", batch.topics[row], batch.partitions[row],
-                              batch.offsets[row])  # fmt: skip
+                where = f"{batch.topics[row]}[{batch.partitions[row]}]@{batch.offsets[row]}"
+                log.error("record %s could not be processed%s", where, _without_values(exc))
                 rejections.append(Rejection(row, Reason.DECODE_ERROR, message))
                 continue
             frames.append(valid.with_columns(pl.lit(row, pl.Int64).alias("_row")))
@@ -420,6 +436,18 @@ class ConsumerRuntime:
         for tp in self.consumer.committed(assignment, timeout=30):
             offset = tp.offset if tp.offset >= 0 else -2  # OFFSET_BEGINNING
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+
+
+def _without_values(exc: BaseException) -> str:
+    """Where an unexpected failure happened, for the log, without its message: a message
+    may quote a value of the record, and a field may be PII."""
+    where = "".join(traceback.format_tb(exc.__traceback__))
+    return f": {type(exc).__name__} (message not logged: it may quote a value)\n{where}"
+
+
+def _restore(handlers: dict[int, Any]) -> None:
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
 
 
 def _skippable(message: Message) -> bool:

@@ -244,6 +244,7 @@ def _lag(services: Services, topic: str, group: str) -> int:
         consumer.close()
 
 
+@pytest.mark.chaos
 def test_sigkill_mid_stream_then_restart_equals_an_uninterrupted_run(
     services: Services, registry: RunningRegistry, new_topic, redis_prefix: str,
     tmp_path: Path,

@@ -19,7 +19,7 @@ from featurestore.stream import ConsumerDefinition, ConsumerRuntime
 from tests.conftest import Services
 from tests.integration.registry.conftest import RunningRegistry
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 SCHEMAS = Path(__file__).parents[2] / "schemas"
 V1 = (SCHEMAS / "card_payment.v1.avsc").read_text()
@@ -79,3 +79,45 @@ def test_registry_down_mid_stream_delays_but_loses_nothing(
     assert runtime.stats.dead_total == 0
     ids = scan_events(str(tmp_path), "payments-value").collect()["payment_id"]
     assert sorted(ids) == sorted(f"p-{i}" for i in range(200))
+
+
+def test_registry_down_at_start_waits_then_consumes_everything(
+    services: Services, registry: RunningRegistry, new_topic, tmp_path: Path
+) -> None:
+    topic = new_topic(partitions=1)
+    client = registry.client()
+    client.register_schema("payments-value", Schema(V1, "AVRO"))
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    v1 = AvroSerializer(client, V1)
+    producer = Producer({"bootstrap.servers": services.kafka_bootstrap})
+    for i in range(100):
+        producer.produce(topic, value=v1(_event(i), ctx))
+    assert producer.flush(30) == 0
+
+    registry.stop()  # before the consumer starts: it cannot even read its contract
+    started: list[ConsumerRuntime] = []
+
+    def consume() -> None:
+        runtime = ConsumerRuntime(
+            ConsumerDefinition(name="cold", topics=[topic], subject="payments-value",
+                               batch_wait_ms=100),
+            {"bootstrap.servers": services.kafka_bootstrap},
+            RegistryClient(registry.url, timeout=1.0),
+            str(tmp_path),
+        )  # fmt: skip
+        started.append(runtime)
+        runtime.run(until=lambda s: s.events_in >= 100)
+
+    worker = threading.Thread(target=consume)
+    worker.start()
+    time.sleep(3)
+    assert worker.is_alive()  # waiting for the registry, not crashed
+    assert not started
+
+    registry.start()
+    worker.join(timeout=90)
+    assert not worker.is_alive()
+    assert started[0].stats.events_in == 100
+    assert started[0].stats.dead_total == 0
+    ids = scan_events(str(tmp_path), "payments-value").collect()["payment_id"]
+    assert sorted(ids) == sorted(f"p-{i}" for i in range(100))

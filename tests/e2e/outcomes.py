@@ -1,0 +1,58 @@
+"""What a consumer run leaves behind, and the check the fault tests share: a run that
+met faults ends exactly where a run that met none does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from featurestore.offline.events import scan_events
+from featurestore.online import RedisOnlineStore
+from featurestore.stream import ConsumerDefinition
+from featurestore.stream.dlq_tools import show
+from tests.e2e.test_features import MINUTE, values_at
+from tests.frames import assert_close
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Where one run put its results: online keys, offline files, dead-letter topic."""
+
+    store: RedisOnlineStore
+    offline: Path
+    dlq: str
+
+
+def offline_events(root: Path) -> pl.DataFrame:
+    """The run's offline events after dedupe, in source order."""
+    scanned = scan_events(str(root), "payments-value").collect()
+    return scanned.drop("event_date").sort("_partition", "_offset")
+
+
+def dead_letters(kafka: dict[str, Any], topic: str) -> list[tuple[str, str]]:
+    """(source, reason) of every committed dead letter, duplicates kept."""
+    letters, _ = show(kafka, topic, limit=None)
+    return sorted((letter.source, letter.reason) for letter in letters)
+
+
+def assert_same_outcome(
+    kafka: dict[str, Any], d: ConsumerDefinition, events: list[tuple[int, dict[str, Any]]],
+    got: Outcome, want: Outcome,
+) -> list[tuple[str, str]]:  # fmt: skip
+    """Online values (at the newest event and 30 minutes on), offline events and dead
+    letters equal; no dead letter twice; every event in exactly one place. Returns the
+    dead letters."""
+    cards = sorted({e["card_id"] for _, e in events})
+    newest = max(e["ts"] for _, e in events)
+    for at in (newest, newest + 30 * MINUTE):
+        assert_close(values_at(got.store, d, cards, at), values_at(want.store, d, cards, at))
+    offline = offline_events(got.offline)
+    assert offline.equals(offline_events(want.offline))
+    letters = dead_letters(kafka, got.dlq)
+    assert letters == dead_letters(kafka, want.dlq)
+    assert len(set(letters)) == len(letters), "a dead letter was written twice"
+    assert offline.height + len(letters) == len(events)
+    return letters

@@ -1,0 +1,160 @@
+"""Kill -9 anywhere: `featurestore run` SIGKILLs itself at 27 crash points drawn at
+random across the steps of a batch (`featurestore/crashpoints.py`: after the poll, the
+decode, a Parquet file's temporary write, the offline write, a Redis pipeline, the
+online apply, the dead letters in the open transaction, the offsets in it, and the
+commit), and is restarted after each. After the last restart drains the stream, its
+online values, its offline events (after dedupe) and its dead letters equal those of an
+uninterrupted run of the same stream: the dead letters with no duplicate, because they
+commit in one Kafka transaction with the offsets.
+
+The stream is adversarial: besides late events it holds undecodable bytes, truncated
+Avro, unknown schema ids and values that break the contract, spread over the stream so
+most batches have dead letters to commit.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.schema_registry import Schema
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from featurestore.contracts.registry.client import RegistryClient
+from featurestore.crashpoints import POINTS
+from featurestore.online import RedisOnlineStore, connect
+from featurestore.stream import ConsumerRuntime
+from tests.conftest import Services
+from tests.e2e.outcomes import Outcome, assert_same_outcome
+from tests.e2e.test_features import PARTITIONS, V1, VIEWS, _lag, definition, stream
+from tests.integration.registry.conftest import RunningRegistry
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+MINUTE = 60_000
+EVENTS = 24_000
+BATCH = 300
+
+
+def adversarial(services: Services, registry: RunningRegistry, topic: str,
+                seed: int) -> tuple[list[tuple[int, dict[str, Any]]], Counter[str]]:  # fmt: skip
+    """Produce a random stream with about 4% broken records; returns the events and the
+    broken records' expected reasons."""
+    rng = random.Random(seed)
+    events = stream(EVENTS, seed=seed, end_ms=int(time.time() * 1000) - MINUTE, cards=300)
+    client = registry.client()
+    client.register_schema("payments-value", Schema(V1, "AVRO"))
+    serializer = AvroSerializer(client, V1)
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    producer = Producer({"bootstrap.servers": services.kafka_bootstrap, "linger.ms": 20})
+    broken: Counter[str] = Counter()
+    for partition, event in events:
+        kind = rng.choices(["ok", "bytes", "truncated", "unknown_id", "rule"],
+                           [96, 1, 1, 1, 1])[0]  # fmt: skip
+        if kind == "rule":
+            event["amount"] = -1.0  # below the contract's min 0
+        value = serializer(event, ctx)
+        if kind == "bytes":
+            value = rng.randbytes(rng.randint(0, 40))
+        elif kind == "truncated":
+            value = value[: rng.randint(6, len(value) - 1)]
+        elif kind == "unknown_id":
+            value = b"\x00\x7f\xff\xff\xf0" + value[5:]
+        if kind != "ok":
+            broken[kind] += 1
+        while True:
+            try:
+                producer.produce(topic, key=event["card_id"].encode(), value=value,
+                                 partition=partition)  # fmt: skip
+                break
+            except BufferError:
+                producer.poll(0.1)
+    assert producer.flush(60) == 0
+    return events, broken
+
+
+def test_sigkill_at_random_batch_steps_equals_an_uninterrupted_run(
+    services: Services, registry: RunningRegistry, new_topic: Any, redis_prefix: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    topic = new_topic(partitions=PARTITIONS)
+    events, broken = adversarial(services, registry, topic, seed=47)
+    group, prefix = f"fs-crashed-{topic}", redis_prefix + "crashed"
+    path = tmp_path / "consumer.toml"
+    path.write_text(
+        f'name = "crashed"\ntopics = ["{topic}"]\nsubject = "payments-value"\n'
+        f'group = "{group}"\ndlq_topic = "{topic}.dlq.crashed"\n'
+        f"batch_size = {BATCH}\nbatch_wait_ms = 100\n"
+        f'[sinks.online]\nprefix = "{prefix}"\n' + VIEWS
+    )
+    env = {
+        **os.environ,
+        "FEATURESTORE_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
+        "FEATURESTORE_REDIS_URL": services.redis_url,
+        "FEATURESTORE_REGISTRY_URL": registry.url,
+        "FEATURESTORE_OFFLINE_PATH": str(tmp_path / "offline-crashed"),
+    }
+    command = [sys.executable, "-m", "featurestore.cli", "run", str(path),
+               "--instance-id", "crash-test"]  # fmt: skip
+
+    rng = random.Random(5)
+    plan = [(point, rng.randint(1, 3)) for point in rng.sample(POINTS * 3, len(POINTS) * 3)]
+    lags = []
+    for i, (point, n) in enumerate(plan):
+        log = tmp_path / f"run-{i}.log"
+        with log.open("w") as out:
+            run = subprocess.Popen(command, env={**env, "FEATURESTORE_CRASH_AT": f"{point}:{n}"},
+                                   stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+            try:
+                code = run.wait(120)
+            except subprocess.TimeoutExpired:
+                run.kill()
+                pytest.fail(f"run {i} never reached {point}:{n}: {log.read_text()[-2000:]}")
+        assert code == -signal.SIGKILL, f"run {i} ({point}:{n}): {log.read_text()[-2000:]}"
+        lags.append(_lag(services, topic, group))
+    assert lags == sorted(lags, reverse=True), lags  # committed work never goes back
+    assert 0 < lags[-1] < len(events) - 10 * BATCH, lags  # crashes spread over the stream
+
+    # The last restart drains the stream.
+    with (tmp_path / "run-last.log").open("w") as out:
+        run = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 180
+        while _lag(services, topic, group) > 0:
+            assert run.poll() is None, (tmp_path / "run-last.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the last run did not drain the stream"
+            time.sleep(0.2)
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(60) == 0
+
+    # The same stream, uninterrupted, in-process, into other keys, files and topic.
+    d = definition(topic, f"fs-whole-{topic}", redis_prefix + "whole", batch_size=5000)
+    d = d.model_copy(update={"dlq_topic": f"{topic}.dlq.whole"})
+    client = connect(services.redis_url)
+    whole = RedisOnlineStore(client, d.join_keys, d.sinks.online.prefix)
+    runtime = ConsumerRuntime(d, {"bootstrap.servers": services.kafka_bootstrap},
+                              RegistryClient(registry.url), str(tmp_path / "offline-whole"),
+                              online=whole)  # fmt: skip
+    deadline = time.monotonic() + 180
+    runtime.run(until=lambda s: s.events_in >= len(events) or time.monotonic() > deadline)
+    assert runtime.stats.events_in == len(events)
+
+    crashed = RedisOnlineStore(client, d.join_keys, prefix)
+    letters = assert_same_outcome(
+        {"bootstrap.servers": services.kafka_bootstrap}, d, events,
+        Outcome(crashed, tmp_path / "offline-crashed", f"{topic}.dlq.crashed"),
+        Outcome(whole, tmp_path / "offline-whole", f"{topic}.dlq.whole"),
+    )  # fmt: skip
+    reasons = Counter(reason for _, reason in letters)
+    undecodable = broken["bytes"] + broken["truncated"] + broken["unknown_id"]
+    assert reasons["DECODE_ERROR"] + reasons["UNKNOWN_SCHEMA"] >= undecodable
+    assert reasons["CONSTRAINT_VIOLATION"] >= broken["rule"]
+    assert reasons["LATE_EVENT"]
