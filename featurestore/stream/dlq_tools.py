@@ -17,6 +17,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from featurestore.errors import NotFoundError
 from featurestore.stream.checkpoint import Checkpointer
 from featurestore.stream.dlq import DeadLetter, header, replay_count, replayable
 
@@ -70,7 +71,10 @@ def _read_to_end(consumer: Consumer, topic: str, timeout: float) -> Iterator[Mes
     current end. Partitions are assigned directly: no group rebalance to wait for."""
     metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
     if metadata is None or metadata.error is not None:
-        raise ValueError(f"topic '{topic}' does not exist")
+        raise NotFoundError(
+            f"topic '{topic}' does not exist; dead-letter topics are named <source topic>.dlq "
+            "unless the definition's dlq_topic says otherwise"
+        )
     partitions = [TopicPartition(topic, p) for p in metadata.partitions]
     committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout)}
     ends, starts = {}, {}

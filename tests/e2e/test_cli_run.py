@@ -135,3 +135,11 @@ def test_run_stop_metrics_show_and_replay(
     exhausted = _featurestore(env, "dlq", "replay", f"{topic}.dlq", "--max-replays", "1")
     assert "10 exhausted" in exhausted.stderr
     assert "replayed nothing" in exhausted.stderr
+
+
+def test_dlq_show_of_a_topic_that_does_not_exist_says_so(services: Services) -> None:
+    env = {**os.environ, "FEATURESTORE_KAFKA_BOOTSTRAP": services.kafka_bootstrap}
+    shown = _featurestore(env, "dlq", "show", "no-such-topic.dlq")
+    assert shown.returncode == 1
+    assert "topic 'no-such-topic.dlq' does not exist" in shown.stderr + shown.stdout
+    assert "Traceback" not in shown.stderr

@@ -25,10 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
-from confluent_kafka.schema_registry import Schema
-from confluent_kafka.schema_registry.avro import AvroSerializer
-from confluent_kafka.serialization import MessageField, SerializationContext
 
 from featurestore.contracts.registry.client import RegistryClient
 from featurestore.crashpoints import POINTS
@@ -36,7 +32,7 @@ from featurestore.online import RedisOnlineStore, connect
 from featurestore.stream import ConsumerRuntime
 from tests.conftest import Services
 from tests.e2e.outcomes import Outcome, assert_same_outcome
-from tests.e2e.test_features import PARTITIONS, V1, VIEWS, _lag, definition, stream
+from tests.e2e.test_features import PARTITIONS, VIEWS, _lag, definition, produce, stream
 from tests.integration.registry.conftest import RunningRegistry
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -47,39 +43,27 @@ BATCH = 300
 
 def adversarial(services: Services, registry: RunningRegistry, topic: str,
                 seed: int) -> tuple[list[tuple[int, dict[str, Any]]], Counter[str]]:  # fmt: skip
-    """Produce a random stream with about 4% broken records; returns the events and the
-    broken records' expected reasons."""
+    """Produce a random stream with about 4% broken records; returns the events and how
+    many records of each kind were broken."""
     rng = random.Random(seed)
     events = stream(EVENTS, seed=seed, end_ms=int(time.time() * 1000) - MINUTE, cards=300)
-    client = registry.client()
-    client.register_schema("payments-value", Schema(V1, "AVRO"))
-    serializer = AvroSerializer(client, V1)
-    ctx = SerializationContext(topic, MessageField.VALUE)
-    producer = Producer({"bootstrap.servers": services.kafka_bootstrap, "linger.ms": 20})
-    broken: Counter[str] = Counter()
-    for partition, event in events:
-        kind = rng.choices(["ok", "bytes", "truncated", "unknown_id", "rule"],
-                           [96, 1, 1, 1, 1])[0]  # fmt: skip
+    kinds = rng.choices(["ok", "bytes", "truncated", "unknown_id", "rule"], [96, 1, 1, 1, 1],
+                        k=len(events))  # fmt: skip
+    for (_, event), kind in zip(events, kinds, strict=True):
         if kind == "rule":
             event["amount"] = -1.0  # below the contract's min 0
-        value = serializer(event, ctx)
-        if kind == "bytes":
-            value = rng.randbytes(rng.randint(0, 40))
-        elif kind == "truncated":
-            value = value[: rng.randint(6, len(value) - 1)]
-        elif kind == "unknown_id":
-            value = b"\x00\x7f\xff\xff\xf0" + value[5:]
-        if kind != "ok":
-            broken[kind] += 1
-        while True:
-            try:
-                producer.produce(topic, key=event["card_id"].encode(), value=value,
-                                 partition=partition)  # fmt: skip
-                break
-            except BufferError:
-                producer.poll(0.1)
-    assert producer.flush(60) == 0
-    return events, broken
+
+    def tamper(i: int, value: bytes) -> bytes:
+        if kinds[i] == "bytes":
+            return rng.randbytes(rng.randint(0, 40))
+        if kinds[i] == "truncated":
+            return value[: rng.randint(6, len(value) - 1)]
+        if kinds[i] == "unknown_id":
+            return b"\x00\x7f\xff\xff\xf0" + value[5:]
+        return value
+
+    produce(services, registry, topic, events, tamper)
+    return events, Counter(kind for kind in kinds if kind != "ok")
 
 
 def test_sigkill_at_random_batch_steps_equals_an_uninterrupted_run(

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,14 +120,19 @@ def expected_late(events: list[tuple[int, dict[str, Any]]]) -> set[str]:
 
 
 def produce(services: Services, registry: RunningRegistry, topic: str,
-            events: list[tuple[int, dict[str, Any]]]) -> None:  # fmt: skip
+            events: list[tuple[int, dict[str, Any]]],
+            tamper: Callable[[int, bytes], bytes] | None = None) -> None:  # fmt: skip
+    """Send each event to its partition, keyed by card; ``tamper(i, value)`` may replace
+    the i-th event's bytes."""
     client = registry.client()
     client.register_schema("payments-value", Schema(V1, "AVRO"))
     serializer = AvroSerializer(client, V1)
     ctx = SerializationContext(topic, MessageField.VALUE)
     producer = Producer({"bootstrap.servers": services.kafka_bootstrap, "linger.ms": 20})
-    for partition, event in events:
+    for i, (partition, event) in enumerate(events):
         value = serializer(event, ctx)
+        if tamper is not None:
+            value = tamper(i, value)
         while True:
             try:
                 producer.produce(topic, key=event["card_id"].encode(), value=value,

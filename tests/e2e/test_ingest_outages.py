@@ -34,29 +34,43 @@ def _event(i: int) -> dict[str, object]:
     }  # fmt: skip
 
 
+def send_v1(services: Services, registry: RunningRegistry, topic: str, n: int) -> Producer:
+    """Register v1 and send ``n`` v1 events; returns the producer for more."""
+    client = registry.client()
+    client.register_schema("payments-value", Schema(V1, "AVRO"))
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    v1 = AvroSerializer(client, V1)
+    producer = Producer({"bootstrap.servers": services.kafka_bootstrap})
+    for i in range(n):
+        producer.produce(topic, value=v1(_event(i), ctx))
+    assert producer.flush(30) == 0
+    return producer
+
+
+def consumer(services: Services, registry: RunningRegistry, topic: str, offline: Path,
+             name: str) -> ConsumerRuntime:  # fmt: skip
+    """A consumer of ``topic`` with only the offline sink, quick to give up on a call."""
+    return ConsumerRuntime(
+        ConsumerDefinition(name=name, topics=[topic], subject="payments-value",
+                           batch_wait_ms=100),
+        {"bootstrap.servers": services.kafka_bootstrap},
+        RegistryClient(registry.url, timeout=1.0),
+        str(offline),
+    )  # fmt: skip
+
+
 def test_registry_down_mid_stream_delays_but_loses_nothing(
     services: Services, registry: RunningRegistry, new_topic, tmp_path: Path
 ) -> None:
     topic = new_topic(partitions=1)
+    producer = send_v1(services, registry, topic, 100)
     client = registry.client()
-    client.register_schema("payments-value", Schema(V1, "AVRO"))
     client.register_schema("payments-value", Schema(V2, "AVRO"))
-    ctx = SerializationContext(topic, MessageField.VALUE)
-    v1, v2 = AvroSerializer(client, V1), AvroSerializer(client, V2)
-    producer = Producer({"bootstrap.servers": services.kafka_bootstrap})
-    for i in range(100):
-        producer.produce(topic, value=v1(_event(i), ctx))
     # Serialize the v2 events now, while the registry answers; send them later.
+    v2, ctx = AvroSerializer(client, V2), SerializationContext(topic, MessageField.VALUE)
     later = [v2({**_event(i), "device_id": None}, ctx) for i in range(100, 200)]
-    assert producer.flush(30) == 0
 
-    runtime = ConsumerRuntime(
-        ConsumerDefinition(name="outage", topics=[topic], subject="payments-value",
-                           batch_wait_ms=100),
-        {"bootstrap.servers": services.kafka_bootstrap},
-        RegistryClient(registry.url, timeout=1.0),
-        str(tmp_path),
-    )  # fmt: skip
+    runtime = consumer(services, registry, topic, tmp_path, "outage")
     worker = threading.Thread(target=runtime.run, kwargs={"until": lambda s: s.events_in >= 200})
     worker.start()
     deadline = time.monotonic() + 30
@@ -85,26 +99,12 @@ def test_registry_down_at_start_waits_then_consumes_everything(
     services: Services, registry: RunningRegistry, new_topic, tmp_path: Path
 ) -> None:
     topic = new_topic(partitions=1)
-    client = registry.client()
-    client.register_schema("payments-value", Schema(V1, "AVRO"))
-    ctx = SerializationContext(topic, MessageField.VALUE)
-    v1 = AvroSerializer(client, V1)
-    producer = Producer({"bootstrap.servers": services.kafka_bootstrap})
-    for i in range(100):
-        producer.produce(topic, value=v1(_event(i), ctx))
-    assert producer.flush(30) == 0
-
+    send_v1(services, registry, topic, 100)
     registry.stop()  # before the consumer starts: it cannot even read its contract
     started: list[ConsumerRuntime] = []
 
     def consume() -> None:
-        runtime = ConsumerRuntime(
-            ConsumerDefinition(name="cold", topics=[topic], subject="payments-value",
-                               batch_wait_ms=100),
-            {"bootstrap.servers": services.kafka_bootstrap},
-            RegistryClient(registry.url, timeout=1.0),
-            str(tmp_path),
-        )  # fmt: skip
+        runtime = consumer(services, registry, topic, tmp_path, "cold")
         started.append(runtime)
         runtime.run(until=lambda s: s.events_in >= 100)
 

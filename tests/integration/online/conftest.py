@@ -18,6 +18,9 @@ from featurestore.local.redis import redis_conf, wait_for_redis
 from featurestore.local.redis_cluster import RedisCluster
 from featurestore.local.tools import require
 from tests.certs import make_certificates, openssl_missing
+from tests.integration.registry.conftest import registry, start_registry
+
+__all__ = ["registry", "start_registry"]
 
 PASSWORD = "s3cret-for-tests"
 
