@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import signal
 import statistics
 import sys
 import tempfile
@@ -199,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.minutes, args.interval = 1.0, 5.0
+    # SIGTERM unwinds like Ctrl-C, so the local stack is stopped, not left running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     report = run(args)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "soak.json").write_text(json.dumps(report, indent=2))
