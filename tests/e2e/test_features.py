@@ -273,6 +273,8 @@ def test_sigkill_mid_stream_then_restart_equals_an_uninterrupted_run(
         "FEATURESTORE_REDIS_URL": services.redis_url,
         "FEATURESTORE_REGISTRY_URL": registry.url,
         "FEATURESTORE_OFFLINE_PATH": str(tmp_path / "offline-killed"),
+        # Named, so the restart takes the partitions back at once (static membership).
+        "FEATURESTORE_INSTANCE_ID": "killed-0",
     }
     client = connect(services.redis_url)
     for attempt in range(2):
