@@ -14,11 +14,9 @@ most batches have dead letters to commit.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -32,7 +30,7 @@ from featurestore.online import RedisOnlineStore, connect
 from featurestore.stream import ConsumerRuntime
 from tests.conftest import Services
 from tests.e2e.outcomes import Outcome, assert_same_outcome
-from tests.e2e.test_features import PARTITIONS, VIEWS, _lag, definition, produce, stream
+from tests.e2e.test_features import PARTITIONS, _lag, definition, produce, run_command, stream
 from tests.integration.registry.conftest import RunningRegistry
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -73,22 +71,9 @@ def test_sigkill_at_random_batch_steps_equals_an_uninterrupted_run(
     topic = new_topic(partitions=PARTITIONS)
     events, broken = adversarial(services, registry, topic, seed=47)
     group, prefix = f"fs-crashed-{topic}", redis_prefix + "crashed"
-    path = tmp_path / "consumer.toml"
-    path.write_text(
-        f'name = "crashed"\ntopics = ["{topic}"]\nsubject = "payments-value"\n'
-        f'group = "{group}"\ndlq_topic = "{topic}.dlq.crashed"\n'
-        f"batch_size = {BATCH}\nbatch_wait_ms = 100\n"
-        f'[sinks.online]\nprefix = "{prefix}"\n' + VIEWS
-    )
-    env = {
-        **os.environ,
-        "FEATURESTORE_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-        "FEATURESTORE_REDIS_URL": services.redis_url,
-        "FEATURESTORE_REGISTRY_URL": registry.url,
-        "FEATURESTORE_OFFLINE_PATH": str(tmp_path / "offline-crashed"),
-    }
-    command = [sys.executable, "-m", "featurestore.cli", "run", str(path),
-               "--instance-id", "crash-test"]  # fmt: skip
+    command, env = run_command(services, registry, tmp_path, topic, name="crashed",
+                               prefix=prefix, batch_size=BATCH)  # fmt: skip
+    command += ["--instance-id", "crash-test"]
 
     rng = random.Random(5)
     plan = [(point, rng.randint(1, 3)) for point in rng.sample(POINTS * 3, len(POINTS) * 3)]

@@ -250,6 +250,30 @@ def _lag(services: Services, topic: str, group: str) -> int:
         consumer.close()
 
 
+def run_command(
+    services: Services, registry: RunningRegistry, home: Path, topic: str, *, name: str,
+    prefix: str, batch_size: int,
+) -> tuple[list[str], dict[str, str]]:  # fmt: skip
+    """`featurestore run` of a consumer ``name`` of ``topic`` with VIEWS (group
+    ``fs-<name>-<topic>``, Redis ``prefix``, dead letters to ``<topic>.dlq.<name>``,
+    events to ``home/offline-<name>``), and its environment."""
+    path = home / f"{name}.toml"
+    path.write_text(
+        f'name = "{name}"\ntopics = ["{topic}"]\nsubject = "payments-value"\n'
+        f'group = "fs-{name}-{topic}"\ndlq_topic = "{topic}.dlq.{name}"\n'
+        f"batch_size = {batch_size}\nbatch_wait_ms = 100\n"
+        f'[sinks.online]\nprefix = "{prefix}"\n' + VIEWS
+    )
+    env = {
+        **os.environ,
+        "FEATURESTORE_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
+        "FEATURESTORE_REDIS_URL": services.redis_url,
+        "FEATURESTORE_REGISTRY_URL": registry.url,
+        "FEATURESTORE_OFFLINE_PATH": str(home / f"offline-{name}"),
+    }
+    return [sys.executable, "-m", "featurestore.cli", "run", str(path)], env
+
+
 @pytest.mark.chaos
 def test_sigkill_mid_stream_then_restart_equals_an_uninterrupted_run(
     services: Services, registry: RunningRegistry, new_topic, redis_prefix: str,
@@ -261,24 +285,12 @@ def test_sigkill_mid_stream_then_restart_equals_an_uninterrupted_run(
     produce(services, registry, topic, events)
     killed_prefix = redis_prefix + "killed"
     group = f"fs-killed-{topic}"
-    path = tmp_path / "consumer.toml"
-    path.write_text(
-        f'name = "killed"\ntopics = ["{topic}"]\nsubject = "payments-value"\n'
-        f'group = "{group}"\nbatch_size = 1000\nbatch_wait_ms = 100\n'
-        f'[sinks.online]\nprefix = "{killed_prefix}"\n' + VIEWS
-    )
-    env = {
-        **os.environ,
-        "FEATURESTORE_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-        "FEATURESTORE_REDIS_URL": services.redis_url,
-        "FEATURESTORE_REGISTRY_URL": registry.url,
-        "FEATURESTORE_OFFLINE_PATH": str(tmp_path / "offline-killed"),
-        # Named, so the restart takes the partitions back at once (static membership).
-        "FEATURESTORE_INSTANCE_ID": "killed-0",
-    }
+    command, env = run_command(services, registry, tmp_path, topic, name="killed",
+                               prefix=killed_prefix, batch_size=1000)  # fmt: skip
+    # Named, so the restart takes the partitions back at once (static membership).
+    env["FEATURESTORE_INSTANCE_ID"] = "killed-0"
     client = connect(services.redis_url)
     for attempt in range(2):
-        command = [sys.executable, "-m", "featurestore.cli", "run", str(path)]
         log = (tmp_path / f"run-{attempt}.log").open("w")
         run = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
