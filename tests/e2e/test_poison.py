@@ -16,7 +16,7 @@ from tests.conftest import Services
 from tests.e2e.test_ingest_outages import consumer, send_v1
 from tests.integration.registry.conftest import RunningRegistry
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 SECRET = "poison-canary-4711"
 
 
