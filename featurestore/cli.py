@@ -322,8 +322,6 @@ def run(
     """Run a consumer: enforce its contract on every event, dead-letter what breaks it,
     write valid events to the sinks. Stops cleanly on Ctrl-C or SIGTERM. Logs at
     $FEATURESTORE_LOG_LEVEL (default INFO)."""
-    import logging
-
     from featurestore.monitor.metrics import serve_metrics
     from featurestore.stream import ConsumerRuntime, load_definition
 
@@ -453,8 +451,6 @@ def demo(
     """The whole product in one go: local Kafka, Redis and registry, the contract, the
     consumer and the feature server, a stream of card payments with bad events and a
     drift midway; then lookups, dead letters, alerts, a training set and a report."""
-    import logging
-
     from featurestore.demo import DemoOptions, run_demo
 
     logging.basicConfig(level=logging.ERROR)
