@@ -302,19 +302,9 @@ class Demo:
         self.console.print(table)
 
     def _alerts(self) -> None:
-        from confluent_kafka import Consumer, TopicPartition
+        from featurestore.monitor.alerts import read_alerts
 
-        reader = Consumer({"bootstrap.servers": self.kafka, "group.id": f"{self.alerts_topic}-r",
-                           "auto.offset.reset": "earliest"})  # fmt: skip
-        reader.assign([TopicPartition(self.alerts_topic, 0, 0)])
-        found, idle = [], 0
-        while idle < 3:
-            message = reader.poll(1.0)
-            if message is None or message.error():
-                idle += 1
-                continue
-            found.append(json.loads(message.value()))
-        reader.close()
+        found = read_alerts({"bootstrap.servers": self.kafka}, self.alerts_topic)
         self.console.print(f"alerts on {self.alerts_topic} (also a metric and a log line):")
         for a in found:
             self.console.print(f"   {a['status']:<8} {a['kind']} {a['subject']} {a['name']}: "

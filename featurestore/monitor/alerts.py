@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client import Counter, Gauge
 
 log = logging.getLogger(__name__)
@@ -118,3 +118,23 @@ class Alerts:
         if self.producer is not None:
             self.producer.produce(self.topic, key=alert.id.encode(), value=json.dumps(event))
             self.producer.poll(0)
+
+
+def read_alerts(kafka: dict[str, Any], topic: str = DEFAULT_TOPIC) -> list[dict[str, Any]]:
+    """Every alert event on ``topic`` (one partition, as the alerts producer writes it)
+    from its start, until three polls of a second find nothing more."""
+    reader = Consumer({**kafka, "group.id": f"{topic}-reader", "enable.auto.commit": False,
+                       "auto.offset.reset": "earliest"})  # fmt: skip
+    try:
+        reader.assign([TopicPartition(topic, 0, 0)])
+        found: list[dict[str, Any]] = []
+        idle = 0
+        while idle < 3:
+            message = reader.poll(1.0)
+            if message is None or message.error():
+                idle += 1
+                continue
+            found.append(json.loads(message.value()))
+        return found
+    finally:
+        reader.close()

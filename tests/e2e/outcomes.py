@@ -3,17 +3,19 @@ met faults ends exactly where a run that met none does."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from featurestore.contracts.registry.client import RegistryClient
 from featurestore.offline.events import scan_events
-from featurestore.online import RedisOnlineStore
-from featurestore.stream import ConsumerDefinition
+from featurestore.online import RedisOnlineStore, connect
+from featurestore.stream import ConsumerDefinition, ConsumerRuntime
 from featurestore.stream.dlq_tools import show
-from tests.e2e.test_features import MINUTE, values_at
+from tests.e2e.test_features import MINUTE, definition, values_at
 from tests.frames import assert_close
 
 
@@ -24,6 +26,25 @@ class Outcome:
     store: RedisOnlineStore
     offline: Path
     dlq: str
+
+
+def reference_run(
+    kafka: dict[str, Any], redis_url: str, registry_url: str, topic: str, *, name: str,
+    prefix: str, home: Path, events: int, batch_size: int = 5000,
+) -> tuple[ConsumerDefinition, Outcome, int]:  # fmt: skip
+    """The stream read once, in-process, by a consumer that meets no fault (group
+    ``fs-<name>-<topic>``, keys under ``prefix``, events to ``home/offline-<name>``, dead
+    letters to ``<topic>.dlq.<name>``), until it has taken ``events`` records (or 180 s
+    passed); returns how many it took too."""
+    d = definition(topic, f"fs-{name}-{topic}", prefix, batch_size=batch_size)
+    d = d.model_copy(update={"dlq_topic": f"{topic}.dlq.{name}"})
+    store = RedisOnlineStore(connect(redis_url), d.join_keys, prefix)
+    offline = home / f"offline-{name}"
+    runtime = ConsumerRuntime(d, kafka, RegistryClient(registry_url), str(offline),
+                              online=store)  # fmt: skip
+    deadline = time.monotonic() + 180
+    runtime.run(until=lambda s: s.events_in >= events or time.monotonic() > deadline)
+    return d, Outcome(store, offline, d.dlq_for(topic)), runtime.stats.events_in
 
 
 def offline_events(root: Path) -> pl.DataFrame:

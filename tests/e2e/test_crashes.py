@@ -24,13 +24,11 @@ from typing import Any
 
 import pytest
 
-from featurestore.contracts.registry.client import RegistryClient
 from featurestore.crashpoints import POINTS
-from featurestore.online import RedisOnlineStore, connect
-from featurestore.stream import ConsumerRuntime
+from featurestore.online import RedisOnlineStore
 from tests.conftest import Services
-from tests.e2e.outcomes import Outcome, assert_same_outcome
-from tests.e2e.test_features import PARTITIONS, _lag, definition, produce, run_command, stream
+from tests.e2e.outcomes import Outcome, assert_same_outcome, reference_run
+from tests.e2e.test_features import PARTITIONS, _lag, produce, run_command, stream
 from tests.integration.registry.conftest import RunningRegistry
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -105,23 +103,15 @@ def test_sigkill_at_random_batch_steps_equals_an_uninterrupted_run(
         assert run.wait(60) == 0
 
     # The same stream, uninterrupted, in-process, into other keys, files and topic.
-    d = definition(topic, f"fs-whole-{topic}", redis_prefix + "whole", batch_size=5000)
-    d = d.model_copy(update={"dlq_topic": f"{topic}.dlq.whole"})
-    client = connect(services.redis_url)
-    whole = RedisOnlineStore(client, d.join_keys, d.sinks.online.prefix)
-    runtime = ConsumerRuntime(d, {"bootstrap.servers": services.kafka_bootstrap},
-                              RegistryClient(registry.url), str(tmp_path / "offline-whole"),
-                              online=whole)  # fmt: skip
-    deadline = time.monotonic() + 180
-    runtime.run(until=lambda s: s.events_in >= len(events) or time.monotonic() > deadline)
-    assert runtime.stats.events_in == len(events)
-
-    crashed = RedisOnlineStore(client, d.join_keys, prefix)
-    letters = assert_same_outcome(
-        {"bootstrap.servers": services.kafka_bootstrap}, d, events,
-        Outcome(crashed, tmp_path / "offline-crashed", f"{topic}.dlq.crashed"),
-        Outcome(whole, tmp_path / "offline-whole", f"{topic}.dlq.whole"),
+    kafka = {"bootstrap.servers": services.kafka_bootstrap}
+    d, whole, consumed = reference_run(
+        kafka, services.redis_url, registry.url, topic, name="whole",
+        prefix=redis_prefix + "whole", home=tmp_path, events=len(events),
     )  # fmt: skip
+    assert consumed == len(events)
+    crashed = Outcome(RedisOnlineStore(whole.store.client, d.join_keys, prefix),
+                      tmp_path / "offline-crashed", f"{topic}.dlq.crashed")  # fmt: skip
+    letters = assert_same_outcome(kafka, d, events, crashed, whole)
     reasons = Counter(reason for _, reason in letters)
     undecodable = broken["bytes"] + broken["truncated"] + broken["unknown_id"]
     assert reasons["DECODE_ERROR"] + reasons["UNKNOWN_SCHEMA"] >= undecodable

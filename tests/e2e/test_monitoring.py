@@ -6,7 +6,6 @@ window. The HTML report holds its charts, and the skew audit finds online == off
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import subprocess
@@ -16,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from featurestore.contracts.registry.client import RegistryClient
+from featurestore.monitor.alerts import read_alerts
 from featurestore.monitor.baseline import build_baseline
 from featurestore.online import RedisOnlineStore, connect
 from featurestore.stream import ConsumerRuntime, load_definition
@@ -94,20 +93,7 @@ def payments(  # noqa: PLR0917
 
 
 def alerts_on(services: Services, topic: str) -> list[dict[str, Any]]:
-    consumer = Consumer({"bootstrap.servers": services.kafka_bootstrap,
-                         "group.id": f"read-{topic}", "auto.offset.reset": "earliest"})  # fmt: skip
-    try:
-        consumer.assign([TopicPartition(topic, 0, 0)])
-        out, idle = [], 0
-        while idle < 3:
-            message = consumer.poll(1.0)
-            if message is None or message.error():
-                idle += 1
-                continue
-            out.append(json.loads(message.value()))
-        return out
-    finally:
-        consumer.close()
+    return read_alerts({"bootstrap.servers": services.kafka_bootstrap}, topic)
 
 
 class Run:

@@ -26,7 +26,7 @@ from featurestore.online import RedisOnlineStore, connect
 from featurestore.settings import Settings
 from featurestore.stream import ConsumerRuntime
 from tests.conftest import Services
-from tests.e2e.outcomes import Outcome, assert_same_outcome
+from tests.e2e.outcomes import Outcome, assert_same_outcome, reference_run
 from tests.e2e.test_features import MINUTE, PARTITIONS, definition, produce, stream
 from tests.e2e.test_groups import drain, until
 from tests.integration.registry.conftest import RunningRegistry
@@ -122,15 +122,10 @@ def test_redis_then_the_broker_restarted_mid_stream_lose_and_double_nothing(
     assert runtime.stats.events_in >= len(events)
 
     # The same stream, never interrupted, into other keys, files and topic.
-    ref = definition(topic, "fs-reference", "reference", batch_size=300)
-    ref = ref.model_copy(update={"dlq_topic": f"{topic}.dlq.reference"})
-    reference = RedisOnlineStore(connect(redis_url), ref.join_keys, "reference")
-    clean = ConsumerRuntime(ref, kafka, RegistryClient(registry.url),
-                            str(tmp_path / "offline-reference"), online=reference)  # fmt: skip
-    clean.run(until=lambda s: s.events_in >= len(events))
-
+    _, reference, _ = reference_run(kafka, redis_url, registry.url, topic, name="reference",
+                                    prefix="reference", home=tmp_path, events=len(events),
+                                    batch_size=300)  # fmt: skip
     letters = assert_same_outcome(
-        kafka, d, events, Outcome(store, tmp_path / "offline", f"{topic}.dlq"),
-        Outcome(reference, tmp_path / "offline-reference", f"{topic}.dlq.reference"),
-    )  # fmt: skip
+        kafka, d, events, Outcome(store, tmp_path / "offline", f"{topic}.dlq"), reference
+    )
     assert letters  # the stream holds late events
