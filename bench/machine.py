@@ -1,6 +1,8 @@
 """What every benchmark prints and records beside its numbers: the machine it ran on
 (CPU model, cores, memory, platform, Python) and the versions of the libraries it
-measured. Compare numbers only within one run: these machines are shared and noisy."""
+measured, and the memory of a process. Standard library only: the peer benchmarks import
+it in other virtualenvs too. Compare numbers only within one run: these machines are
+shared and noisy."""
 
 from __future__ import annotations
 
@@ -30,3 +32,13 @@ def describe(packages: tuple[str, ...], **extra: Any) -> dict[str, Any]:
             versions[package] = None
     return {**info, "platform": platform.platform(), "python": sys.version.split()[0],
             **extra, "versions": versions}  # fmt: skip
+
+
+def memory_mb(pid: int | str = "self") -> dict[str, float]:
+    """VmRSS and VmHWM (the peak RSS) of a process, in MB."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = round(int(value.split()[0]) / 1024, 1)
+    return out

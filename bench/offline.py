@@ -62,7 +62,7 @@ from typing import Any
 import card_views  # bench/card_views.py
 import numpy as np
 import polars as pl
-from machine import describe  # bench/machine.py: this folder is on sys.path
+from machine import describe, memory_mb  # bench/machine.py: this folder is on sys.path
 from polars.testing import assert_frame_equal
 from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -236,7 +236,7 @@ def child(spec: dict[str, Any]) -> int:
     """Run one case; print progress lines and one result line (JSON) to stdout."""
     rows = entity_rows(spec["rows"], spec["cards"], tuple(spec["span"]), spec["seed"])
     all_views = {v.name: v for v in views()}
-    before = vm_status(os.getpid())
+    before = memory_mb(os.getpid())
     stages, done = Stages(), 0
 
     def progress(n: int) -> None:
@@ -251,22 +251,12 @@ def child(spec: dict[str, Any]) -> int:
             chunk_rows=spec["chunk_rows"], full_feature_names=True, progress=progress,
         )  # fmt: skip
     seconds = time.perf_counter() - started
-    status = vm_status(os.getpid())
+    status = memory_mb(os.getpid())
     result = {"seconds": round(seconds, 2), "shape": list(out.shape),
               "rss_before_mb": before["VmRSS"], "peak_rss_mb": status["VmHWM"],
               "stages": stage_table(stages, seconds)}  # fmt: skip
     print("result " + json.dumps(result), flush=True)
     return 0
-
-
-def vm_status(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM (the RSS high-water mark) of a process, in MB."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = round(int(value.split()[0]) / 1024, 1)
-    return out
 
 
 def baseline_rss() -> dict[str, float]:
@@ -292,7 +282,7 @@ def run_case(spec: dict[str, Any], max_seconds: float, progress: Progress) -> di
     started, peak, done, timed_out = time.perf_counter(), 0.0, 0, False
     while child_process.poll() is None:
         with suppress(OSError):  # it just exited
-            peak = max(peak, vm_status(child_process.pid).get("VmHWM", 0.0))
+            peak = max(peak, memory_mb(child_process.pid).get("VmHWM", 0.0))
         done = next((int(x.split()[1]) for x in reversed(lines) if x.startswith("progress")), 0)
         progress.update(task, completed=done)
         if time.perf_counter() - started > max_seconds:

@@ -36,7 +36,7 @@ from confluent_kafka import Producer
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
-from machine import describe  # bench/machine.py: this folder is on sys.path
+from machine import describe, memory_mb  # bench/machine.py: this folder is on sys.path
 
 from featurestore.contracts.registry.client import RegistryClient
 from featurestore.demo.generator import CardPayments
@@ -47,13 +47,6 @@ from featurestore.stream import ConsumerRuntime, load_definition
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def produce(  # noqa: PLR0917 - a process's target
@@ -149,7 +142,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                           round((events_in - last_in) / args.interval), "sent": sent.value,
                           "consumed": events_in, "batches": len(window),
                           "p99_batch_ms": None if p99 is None else round(p99 * 1000, 1),
-                          "rss_mb": round(rss_mb(), 1)}  # fmt: skip
+                          "rss_mb": memory_mb()["VmRSS"]}  # fmt: skip
                 samples.append(sample)
                 print(json.dumps(sample))
                 last_in, last_lat = events_in, len(latencies)

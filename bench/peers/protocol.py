@@ -14,6 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: machine
+from machine import memory_mb
+
+__all__ = ["commands", "emit", "memory_mb", "spec"]
 MARK = "@@ "  # a result line: MARK + JSON
 
 
@@ -28,16 +32,6 @@ def commands() -> Iterator[dict[str, Any]]:
     for line in sys.stdin:
         if line.strip():
             yield json.loads(line)
-
-
-def memory_mb(pid: int | str = "self") -> dict[str, float]:
-    """VmRSS and VmHWM (the peak RSS) of a process, in MB."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = round(int(value.split()[0]) / 1024, 1)
-    return out
 
 
 def quantiles(ms: list[float]) -> dict[str, float]:
