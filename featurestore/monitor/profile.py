@@ -101,11 +101,12 @@ class Profile:
                          .value_counts(name="n").iter_rows())  # fmt: skip
             return [float(found.get(i, 0)) for i in range(len(self.edges) + 1)], nulls
         names = list(self.categories)
-        text = dict(present.cast(pl.String).value_counts(name="n").iter_rows())
-        out = [float(text.get(n, 0)) for n in names]
+        text = present.cast(pl.String)
+        # Only the known categories leave Polars: a field may hold many distinct values.
+        found = dict(text.filter(text.is_in(names)).value_counts(name="n").iter_rows())
+        out = [float(found.get(n, 0)) for n in names]
         if OTHER in self.categories:
-            known = set(names)
-            out[names.index(OTHER)] = float(sum(c for v, c in text.items() if v not in known))
+            out[names.index(OTHER)] = float(present.len() - sum(found.values()))
         return out, nulls
 
     @classmethod
