@@ -6,6 +6,9 @@ it as it is and exit non-zero without a traceback.
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 
 class FeatureStoreError(Exception):
     """Base of every error featurestore raises on purpose."""
@@ -33,6 +36,21 @@ class MissingToolError(FeatureStoreError):
     def __init__(self, tool: str, why: str, install: str) -> None:
         self.tool = tool
         super().__init__(f"{tool} was not found on PATH; it is needed to {why}. {install}")
+
+
+class MissingExtraError(FeatureStoreError):
+    """An optional part of featurestore is used without the packages of its extra."""
+
+
+def import_extra(module: str, extra: str, why: str) -> ModuleType:
+    """``module``, or a MissingExtraError naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"{why} needs {exc.name or module}, which is not installed; install "
+            f"featurestore's '{extra}' extra: pip install 'featurestore[{extra}]'"
+        ) from None
 
 
 class LocalServiceError(FeatureStoreError):

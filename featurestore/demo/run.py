@@ -32,6 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from featurestore.demo.generator import HOURS, CardPayments
+from featurestore.errors import import_extra
 
 ROOT = Path(__file__).resolve().parents[2]
 MINUTES = 60_000
@@ -47,6 +48,9 @@ class DemoOptions:
 
 
 def run_demo(options: DemoOptions, console: Console) -> None:
+    # Before any service starts: the demo's producer and report need the 'demo' extra.
+    import_extra("confluent_kafka.schema_registry.avro", "demo", "the demo's producer")
+    import_extra("matplotlib", "demo", "the demo's drift report")
     from featurestore.local import LocalStack
     from featurestore.settings import Settings
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from featurestore.errors import import_extra
 from featurestore.features.definitions import FeatureView
 from featurestore.monitor.drift import Baseline
 from featurestore.monitor.profile import Profile
@@ -42,8 +43,7 @@ def rows(view: FeatureView, baseline: Baseline, current: dict[str, Any] | None) 
 
 def render_html(view: FeatureView, baseline: Baseline, current: dict[str, Any] | None) -> str:
     """The report as one HTML page (charts embedded as base64 PNGs)."""
-    import matplotlib
-
+    matplotlib = import_extra("matplotlib", "report", "the drift report's charts")
     matplotlib.use("Agg")
     profiles = (current or {}).get("profiles") or {}
     sections = []

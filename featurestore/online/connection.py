@@ -20,7 +20,7 @@ client connects while it is built, because redis-py reads the slot map then.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -165,11 +165,7 @@ def connect_async(url: str, *, decode_responses: bool = False, **options: Any) -
     if target.kind == "cluster":
         nodes = [AsyncClusterNode(h, p) for h, p in target.nodes]
         return AsyncRedisCluster(startup_nodes=nodes, **merged)
-    sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
-        list(target.nodes), sentinel_kwargs=_sentinel_kwargs(target, merged), **merged
-    )
-    assert target.service_name is not None
-    return sentinel.master_for(target.service_name)
+    return _master_for(AsyncSentinel, target, merged)
 
 
 def _sentinel_kwargs(target: RedisTarget, merged: dict[str, Any]) -> dict[str, Any]:
@@ -182,14 +178,24 @@ def _sentinel_kwargs(target: RedisTarget, merged: dict[str, Any]) -> dict[str, A
 
 
 def _sentinel_master(target: RedisTarget, merged: dict[str, Any]) -> redis.Redis:
-    sentinel_kwargs = _sentinel_kwargs(target, merged)
-    # redis-py leaves Sentinel, master_for and parse_url unannotated.
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        list(target.nodes), sentinel_kwargs=sentinel_kwargs, **merged
-    )
-    assert target.service_name is not None
-    master: redis.Redis = sentinel.master_for(target.service_name)  # type: ignore[no-untyped-call]
+    master: redis.Redis = _master_for(Sentinel, target, merged)
     return master
+
+
+def _master_for(
+    sentinel_class: Callable[..., Any], target: RedisTarget, merged: dict[str, Any]
+) -> Any:
+    """The master client of ``target``'s service through a (sync or asyncio) Sentinel.
+
+    redis-py 8.1 leaves ``Sentinel`` and ``master_for`` unannotated and 8.2 annotates
+    them: called through ``Callable[..., Any]`` they type-check under both, with no
+    ``type: ignore`` that one of them would report as unused."""
+    assert target.service_name is not None
+    sentinel = sentinel_class(
+        list(target.nodes), sentinel_kwargs=_sentinel_kwargs(target, merged), **merged
+    )
+    master_for: Callable[..., Any] = sentinel.master_for
+    return master_for(target.service_name)
 
 
 @contextmanager
@@ -232,8 +238,10 @@ def _node(url: str, part: str, default_port: int) -> tuple[str, int]:
 
 
 def _query_options(url: str, query: str) -> dict[str, Any]:
+    # Through Callable, like _master_for: typed or not, whatever redis-py's version.
+    parse: Callable[[str], dict[str, Any]] = parse_url
     try:
-        options: dict[str, Any] = parse_url(f"redis://?{query}")  # type: ignore[no-untyped-call]
+        options = parse(f"redis://?{query}")
     except ValueError as exc:
         raise _malformed(url, str(exc)) from None
     return options

@@ -79,3 +79,19 @@ def test_the_dashboard_queries_only_metrics_featurestore_exports() -> None:
     assert {"prometheus", "grafana"} <= set(services)
     for volume in services["prometheus"]["volumes"] + services["grafana"]["volumes"]:
         assert (ROOT / volume.split(":")[0]).exists(), volume
+
+
+def test_the_image_installs_the_lock_and_runs_unprivileged() -> None:
+    """The image installs exactly uv.lock (through the hash-pinned uv), never resolves
+    anew, and its services do not run as root."""
+    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
+    syncs = [line for line in lines if " uv sync " in f" {line} "]
+    assert syncs, "the Dockerfile installs its dependencies with uv sync"
+    assert all("--locked" in line for line in syncs)
+    assert not [line for line in lines if "pip install" in line and "--require-hashes" not in line]
+    assert any(line.startswith("COPY ") and "uv.lock" in line for line in lines)
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users, "the image names a user"
+    assert users[-1] not in {"root", "0"}
+    assert all(service.get("build") == "." for name, service in compose()["services"].items()
+               if name in featurestore_services())  # fmt: skip
