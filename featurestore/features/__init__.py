@@ -1,8 +1,10 @@
-"""Features: windows over event time and the one engine that computes their values.
+"""Features: windows over event time, and one window semantics with two executions.
 
 `windows` defines tiles and the window at t (event times in [floor_g(t) - W + g, t]);
-`aggregates` builds mergeable per-(entity, tile) partials and reads window values from
-them online (`window_values`) and offline (`as_of`).
+`spec` defines every aggregation once (partial parts, merge laws, finishing);
+`aggregates` runs them in Polars: mergeable per-(entity, tile) partials, window values
+of many rows (`window_values`) and point-in-time rows (`as_of`); `small` runs them on
+numpy arrays for online lookups of a few entities, with no Polars frame.
 """
 
 from featurestore.features.aggregates import (
@@ -18,7 +20,6 @@ from featurestore.features.aggregates import (
     window_values,
 )
 from featurestore.features.point_in_time import as_of
-from featurestore.features.reads import WindowRead, windows_at
 from featurestore.features.windows import Window, duration_ms, floor_to_tile, tile_index
 
 __all__ = [
@@ -27,7 +28,6 @@ __all__ = [
     "Aggregation",
     "Value",
     "Window",
-    "WindowRead",
     "as_of",
     "duration_ms",
     "feature_column",
@@ -38,5 +38,4 @@ __all__ = [
     "tile_partials",
     "value_names",
     "window_values",
-    "windows_at",
 ]

@@ -1,11 +1,14 @@
-"""Mergeable tile partials and window values: the one window engine, over Polars frames.
+"""Mergeable tile partials and window values: the Polars execution of the window engine.
 
-This module owns how events become per-(entity, tile) partials, how partials merge,
-and how a window's feature values are read from them. The same code serves online
-reads (`window_values` at the request time), streaming/backfill updates
-(`tile_partials` then `merge_partials`) and offline point-in-time rows (`as_of`).
+This module owns how events become per-(entity, tile) partials and runs the merge and
+finishing laws of `featurestore.features.spec` over Polars frames: point-in-time rows
+(`as_of`), streaming/backfill updates (`tile_partials` then `merge_partials`) and
+window values of many rows (`window_values`). Online lookups of a few entities run the
+same laws without frames (`featurestore.features.small`); a differential property test
+holds the two equal bit for bit.
 
-Partial columns, per value name ``v`` (see `partial_column`)::
+Partial columns, per value name ``v`` (see `partial_column`; parts and their laws in
+`featurestore.features.spec`)::
 
     v__count  Int64    non-null values in the tile
     v__sum    Float64  sum of values          (0.0 when count is 0; null if not numeric)
@@ -25,44 +28,40 @@ Invariants:
 - null values are ignored by every aggregate (they are absent, not zero);
 - "latest" means the highest (event time, offset); offsets are compared alone, which
   is meaningful because an entity's events all live on one Kafka partition;
-- merging is commutative and associative: counts and sums add, min/max combine, last
-  picks the highest (time, offset), sketches keep the K smallest hashes of the union;
+- merging follows `spec`: counts add, sums fold from the last row back (a window's
+  rows in tile order: newest tile first), min/max combine, last picks the highest
+  (time, offset), sketches keep the K smallest hashes of the union;
 - the window at t is defined in `featurestore.features.windows`: event times in
   ``[floor_g(t) - W + g, t]``. `window_values` merges the window's tiles and assumes
   they hold no event later than t (online, such events have not arrived yet);
   `as_of` merges the window's whole tiles before t's tile with the partial of t's own
   tile over events up to t, so it is exact for any t;
 - `as_of` computes via the same `tile_partials` and the same combining and finishing
-  code as `window_values`, so both give the same numbers. Float caveat: sums are
-  taken within a tile in (time, offset) order and then across tiles in tile order on
-  both paths, but Polars may sum in a different association (SIMD, pairwise), and the
-  online store adds tiles batch by batch, so non-integer values can differ in the
-  last bits; integer-valued floats below 2**53 are exact everywhere.
-
-Empty window: count, sum and distinct are 0; mean, min, max, std and last are null.
-std is the sample standard deviation sqrt((sumsq - sum**2/n) / (n - 1)), null below 2
-events and clamped at 0 against rounding.
+  code as `window_values`, so both give the same numbers. Float caveat: sums within a
+  tile are Polars' own and the online store adds a tile's batches in Lua, so a tile
+  built from events may differ in its last bits from one built batch by batch;
+  integer-valued floats below 2**53 are exact everywhere. Across tiles, the fold order
+  is specified, so reading the same tiles gives the same bits on both executions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import polars as pl
 
 from featurestore.errors import ConfigError
+from featurestore.features import spec
 from featurestore.features.sketch import estimate, hash_column, merge_sketches, sketch_of
+from featurestore.features.spec import AGGREGATIONS, NUMERIC_ONLY, Aggregation
 from featurestore.features.windows import Window
 
-Aggregation = Literal["count", "sum", "mean", "min", "max", "std", "last", "distinct"]
-AGGREGATIONS: tuple[Aggregation, ...] = get_args(Aggregation)
-NUMERIC_ONLY: frozenset[Aggregation] = frozenset({"sum", "mean", "min", "max", "std"})
+__all__ = ["AGGREGATIONS", "NUMERIC_ONLY", "Aggregation"]
 
 TILE = "tile"
 ROW = "__row"  # a request row's position, while the engine works
-PARTS = ("count", "sum", "sumsq", "min", "max", "last", "last_time", "last_offset")
+PARTS = spec.PART_NAMES
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,18 +169,6 @@ def tile_partials(
     )
 
 
-_NEEDS: dict[Aggregation, tuple[str, ...]] = {
-    "count": ("count",),
-    "sum": ("sum",),
-    "mean": ("count", "sum"),
-    "std": ("count", "sum", "sumsq"),
-    "min": ("min",),
-    "max": ("max",),
-    "last": ("last", "last_time", "last_offset"),
-    "distinct": ("sketch",),
-}
-
-
 def combine_exprs(
     names: Sequence[str],
     sketched: set[str],
@@ -191,7 +178,8 @@ def combine_exprs(
     prefix: str = "",
     in_time_order: bool = False,
 ) -> list[pl.Expr]:
-    """Aggregations merging a group's partial rows (in frame order) into one.
+    """Aggregations merging a group's partial rows (in frame order) into one, by the
+    merge laws of `spec` (a window's rows in tile order: sums fold from the newest).
 
     ``only`` limits the parts to those these aggregations need; ``where`` merges only
     the rows it selects; outputs are named ``prefix + partial_column(...)``. With
@@ -200,31 +188,37 @@ def combine_exprs(
     """
     aggs: list[pl.Expr] = []
     for name in names:
-        parts = set(PARTS) | ({"sketch"} if name in sketched else set())
+        parts = [*spec.PARTS, *([spec.SKETCH] if name in sketched else [])]
         if only is not None:
-            parts = {p for agg in only.get(name, ()) for p in _NEEDS[agg]}
-        col = {part: pl.col(partial_column(name, part)) for part in parts | {"last_time"}}
+            needed = {p for agg in only.get(name, ()) for p in spec.NEEDS[agg]}
+            parts = [p for p in parts if p.name in needed]
+        used = {p.name for p in parts} | {"last_time", "last_offset"}
+        col = {part: pl.col(partial_column(name, part)) for part in used}
         if where is not None:
             col = {part: expr.filter(where) for part, expr in col.items()}
-        merged: dict[str, pl.Expr] = {
-            "count": col["count"].sum() if "count" in parts else pl.lit(None),
-            "sum": col["sum"].sum() if "sum" in parts else pl.lit(None),
-            "sumsq": col["sumsq"].sum() if "sumsq" in parts else pl.lit(None),
-            "min": col["min"].min() if "min" in parts else pl.lit(None),
-            "max": col["max"].max() if "max" in parts else pl.lit(None),
-            "sketch": merge_sketches(col["sketch"]) if "sketch" in parts else pl.lit(None),
-        }
-        if "last" in parts:
-            by = [col["last_time"], col["last_offset"]]
-            for part in ("last", "last_time", "last_offset"):
-                merged[part] = (
-                    col[part].drop_nulls().last()
-                    if in_time_order
-                    else col[part].sort_by(by, nulls_last=False).last()
-                )
-        aggs += [merged[part].alias(prefix + partial_column(name, part))
-                 for part in (*PARTS, "sketch") if part in parts]  # fmt: skip
+        for part in parts:
+            merged = _merge_expr(part, col, in_time_order)
+            aggs.append(merged.alias(prefix + partial_column(name, part.name)))
     return aggs
+
+
+def _merge_expr(part: spec.Part, col: Mapping[str, pl.Expr], in_time_order: bool) -> pl.Expr:
+    """One part's merge law (`spec`) as a group aggregation."""
+    x = col[part.name]
+    if part.merge == "add":
+        if part.integer:
+            return x.sum()
+        # The specified fold: from the last row back, starting at 0.0.
+        return x.drop_nulls().reverse().cum_sum().last() + 0.0
+    if part.merge == "min":
+        return x.min()
+    if part.merge == "max":
+        return x.max()
+    if part.merge == "union":
+        return merge_sketches(x)
+    if in_time_order:
+        return x.drop_nulls().last()
+    return x.sort_by([col["last_time"], col["last_offset"]], nulls_last=False).last()
 
 
 def _combine(
@@ -247,9 +241,37 @@ def merge_partials(
     return merged.sort([*entity, TILE])
 
 
+class _PolarsOps:
+    """`spec.Ops` over Polars expressions."""
+
+    def count(self, n: pl.Expr) -> pl.Expr:
+        return n.fill_null(0)
+
+    def zero_if_null(self, x: pl.Expr) -> pl.Expr:
+        return x.fill_null(0.0)
+
+    def where(self, condition: pl.Expr, x: pl.Expr) -> pl.Expr:
+        return pl.when(condition).then(x)
+
+    def at_least_zero(self, x: pl.Expr) -> pl.Expr:
+        return pl.max_horizontal(x, pl.lit(0.0))
+
+    def sqrt(self, x: pl.Expr) -> pl.Expr:
+        return x.sqrt()
+
+    def as_float(self, x: pl.Expr) -> pl.Expr:
+        return x.cast(pl.Float64)
+
+    def estimate(self, sketch: pl.Expr) -> pl.Expr:
+        return estimate(sketch)
+
+
+_POLARS = _PolarsOps()
+
+
 def finish_exprs(aggs: Mapping[str, Sequence[Aggregation]], *, prefix: str = "") -> list[pl.Expr]:
     """Expressions turning combined partials (named ``prefix + partial_column``) into
-    window values named ``prefix + feature_column`` (see the module docstring)."""
+    window values named ``prefix + feature_column`` (`spec.finish`)."""
     out: list[pl.Expr] = []
     for name, wanted in aggs.items():
         for agg in wanted:
@@ -259,25 +281,8 @@ def finish_exprs(aggs: Mapping[str, Sequence[Aggregation]], *, prefix: str = "")
         def part(p: str, name: str = name) -> pl.Expr:
             return pl.col(prefix + partial_column(name, p))
 
-        def build(agg: Aggregation, part: Callable[[str], pl.Expr] = part) -> pl.Expr:
-            n = part("count").fill_null(0)
-            s = part("sum").fill_null(0.0)
-            nf = n.cast(pl.Float64)
-            if agg == "count":
-                return n
-            if agg == "sum":
-                return s
-            if agg == "mean":
-                return pl.when(n > 0).then(s / nf)
-            if agg == "std":
-                q = part("sumsq").fill_null(0.0)
-                variance = pl.max_horizontal((q - s * s / nf) / (nf - 1.0), pl.lit(0.0))
-                return pl.when(n >= 2).then(variance.sqrt())
-            if agg == "distinct":
-                return estimate(part("sketch"))
-            return part(agg)  # min, max, last
-
-        out += [build(agg).alias(prefix + feature_column(name, agg)) for agg in wanted]
+        out += [spec.finish(agg, part, _POLARS).alias(prefix + feature_column(name, agg))
+                for agg in wanted]  # fmt: skip
     return out
 
 

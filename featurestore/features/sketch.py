@@ -58,9 +58,14 @@ def merge_sketches(sketches: pl.Expr) -> pl.Expr:
     return sketches.explode().drop_nulls().unique().sort().head(K)
 
 
+# The KMV estimate above K distinct values: round(SCALE / (h_K + 1.0)), half to even,
+# with h_K the K-th smallest hash. Both executions evaluate exactly this.
+SCALE = (K - 1) * float(1 << HASH_BITS)
+
+
 def estimate(sketch: pl.Expr) -> pl.Expr:
     """Distinct-count estimate of a sketch column: exact below K, KMV above; 0 if empty."""
     size = sketch.list.len().fill_null(0)
     kth = sketch.list.get(K - 1, null_on_oob=True).cast(pl.Float64)
-    approximate = ((K - 1) * float(1 << HASH_BITS) / (kth + 1.0)).round(0).cast(pl.Int64)
+    approximate = (SCALE / (kth + 1.0)).round(0, mode="half_to_even").cast(pl.Int64)
     return pl.when(size < K).then(size.cast(pl.Int64)).otherwise(approximate)

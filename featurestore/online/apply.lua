@@ -1,8 +1,11 @@
--- Apply one batch's tile partials to ONE entity hash, once per source offset.
--- The hash layout is described in featurestore/online/layout.py.
+-- Apply one batch's tile records to ONE entity hash, once per source offset.
+-- The hash and record layout (format 2, binary) are described in
+-- featurestore/online/layout.py; the merge laws in featurestore/features/spec.py.
 --
 -- KEYS[1]  the entity hash of (view, version, entity)
--- ARGV[1]  key TTL in ms      ARGV[2] layout: one char per value, 'p' plain, 's' sketched
+-- ARGV[1]  key TTL in ms
+-- ARGV[2]  value kinds, one char per value: 'p' plain, 's' with a sketch, 't' text,
+--          'u' text with a sketch
 -- ARGV[3]  segment count      ARGV[4] prune count      ARGV[5] sketch size K
 -- then per segment:  offset field, min offset, max offset, tile field, record
 -- then per prune:    tile field prefix ("<g>,"), oldest tile index to keep
@@ -12,10 +15,11 @@
 -- caller then resends that entity one event per segment. Nothing is written before
 -- every segment is classified, so -1 leaves the hash untouched.
 local key = KEYS[1]
-local layout = ARGV[2]
+local kinds = ARGV[2]
 local nseg, nprune, K = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local BASE = 6
 local PRUNE_EVERY = 8
+local HEADER, NPARTS = 2, 8
 
 local applied = {}
 for i = 0, nseg - 1 do
@@ -27,70 +31,111 @@ for i = 0, nseg - 1 do
   end
 end
 
-local function tokens(record)
-  local out = {}
-  for t in string.gmatch(record .. ',', '([^,]*),') do out[#out + 1] = t end
-  return out
+local nvalues = #kinds
+local sketched, texts = {}, {}
+for v = 1, nvalues do
+  local c = string.sub(kinds, v, v)
+  if c == 's' or c == 'u' then sketched[#sketched + 1] = v end
+  if c == 't' or c == 'u' then texts[#texts + 1] = v end
+end
+local WIDTH = HEADER + nvalues * NPARTS + #sketched
+local FIXED = '<' .. string.rep('d', WIDTH)
+
+-- A NaN is null; NaN ~= NaN.
+local function null(x) return x ~= x end
+local NAN = 0 / 0
+
+-- slot of part p (0-based, spec.PARTS order) of value v (1-based), 1-based in fixed
+local function slot(v, p) return HEADER + (v - 1) * NPARTS + p + 1 end
+
+-- A record as {fixed = {...}, sketch = {[v] = {hashes}}, text = {[v] = bytes}}.
+local function decode(record)
+  local fixed = {struct.unpack(FIXED, record)}
+  local pos = fixed[WIDTH + 1]
+  fixed[WIDTH + 1] = nil
+  local sketch, text = {}, {}
+  for i, v in ipairs(sketched) do
+    local n = fixed[HEADER + nvalues * NPARTS + i]
+    local hashes = {}
+    if n > 0 then
+      hashes = {struct.unpack('<' .. string.rep('d', n), record, pos)}
+      pos = hashes[n + 1]
+      hashes[n + 1] = nil
+    end
+    sketch[v] = hashes
+  end
+  for _, v in ipairs(texts) do
+    local len = fixed[slot(v, 5)]
+    if null(len) then text[v] = '' else
+      text[v] = string.sub(record, pos, pos + len - 1)
+      pos = pos + len
+    end
+  end
+  return {fixed = fixed, sketch = sketch, text = text}
 end
 
-local function fmt(x) return string.format('%.17g', x) end
+local function encode(r)
+  local out = {struct.pack(FIXED, unpack(r.fixed))}
+  for _, v in ipairs(sketched) do
+    local hashes = r.sketch[v]
+    if #hashes > 0 then out[#out + 1] = struct.pack('<' .. string.rep('d', #hashes), unpack(hashes)) end
+  end
+  for _, v in ipairs(texts) do out[#out + 1] = r.text[v] end
+  return table.concat(out)
+end
 
 local function add(a, b)
-  if a == '' and b == '' then return '' end
-  return fmt((tonumber(a) or 0) + (tonumber(b) or 0))
+  if null(a) then return b end
+  if null(b) then return a end
+  return a + b
 end
 
 local function pick(a, b, b_wins)
-  if a == '' then return b end
-  if b == '' then return a end
-  if b_wins(tonumber(b), tonumber(a)) then return b end
+  if null(a) then return b end
+  if null(b) then return a end
+  if b_wins(b, a) then return b end
   return a
 end
 
 local function lt(x, y) return x < y end
 local function gt(x, y) return x > y end
 
--- Sketch hashes are written zero-padded to 16 digits, so string order is numeric order
--- and a merge needs no number conversions.
-local function union(a, b)
-  if a == '' then return b end
-  if b == '' then return a end
-  local xs, ys, out = {}, {}, {}
-  for h in string.gmatch(a, '%d+') do xs[#xs + 1] = h end
-  for h in string.gmatch(b, '%d+') do ys[#ys + 1] = h end
-  local i, j, n, last = 1, 1, 0, nil
+-- The K smallest distinct hashes of two ascending lists.
+local function union(xs, ys)
+  local out, i, j, n, last = {}, 1, 1, 0, nil
   while n < K and (i <= #xs or j <= #ys) do
-    local v
-    if j > #ys or (i <= #xs and xs[i] <= ys[j]) then v = xs[i]; i = i + 1
-    else v = ys[j]; j = j + 1 end
-    if v ~= last then n = n + 1; out[n] = v; last = v end
+    local h
+    if j > #ys or (i <= #xs and xs[i] <= ys[j]) then h = xs[i]; i = i + 1
+    else h = ys[j]; j = j + 1 end
+    if h ~= last then n = n + 1; out[n] = h; last = h end
   end
-  return table.concat(out, ' ')
+  return out
 end
 
--- Merge two records of the same layout: counts and sums add, min/max combine, last
--- goes to the higher (time, offset), sketches keep the K smallest hashes.
-local function merge(old, new)
-  local a, b, out = tokens(old), tokens(new), {}
-  local p = 1
-  for v = 1, #layout do
-    out[p] = fmt(tonumber(a[p]) + tonumber(b[p]))
-    out[p + 1] = add(a[p + 1], b[p + 1])
-    out[p + 2] = add(a[p + 2], b[p + 2])
-    out[p + 3] = pick(a[p + 3], b[p + 3], lt)
-    out[p + 4] = pick(a[p + 4], b[p + 4], gt)
-    local at, bt = tonumber(a[p + 6]), tonumber(b[p + 6])
-    local newer = at == nil or (bt ~= nil and (bt > at or
-      (bt == at and tonumber(b[p + 7]) > tonumber(a[p + 7]))))
-    local src = newer and b or a
-    out[p + 5], out[p + 6], out[p + 7] = src[p + 5], src[p + 6], src[p + 7]
-    p = p + 8
-    if string.sub(layout, v, v) == 's' then
-      out[p] = union(a[p], b[p])
-      p = p + 1
+-- Merge record b into record a (same tile): counts and sums add, min/max combine,
+-- last goes to the higher (time, offset), sketches keep the K smallest hashes.
+local function merge(a, b)
+  local x, y = a.fixed, b.fixed
+  for v = 1, nvalues do
+    x[slot(v, 0)] = x[slot(v, 0)] + y[slot(v, 0)]
+    x[slot(v, 1)] = add(x[slot(v, 1)], y[slot(v, 1)])
+    x[slot(v, 2)] = add(x[slot(v, 2)], y[slot(v, 2)])
+    x[slot(v, 3)] = pick(x[slot(v, 3)], y[slot(v, 3)], lt)
+    x[slot(v, 4)] = pick(x[slot(v, 4)], y[slot(v, 4)], gt)
+    local at, bt = x[slot(v, 6)], y[slot(v, 6)]
+    local newer = not null(bt) and (null(at) or bt > at or
+      (bt == at and y[slot(v, 7)] > x[slot(v, 7)]))
+    if newer then
+      for p = 5, 7 do x[slot(v, p)] = y[slot(v, p)] end
+      if a.text[v] ~= nil then a.text[v] = b.text[v] end
     end
   end
-  return table.concat(out, ',')
+  for i, v in ipairs(sketched) do
+    local merged = union(a.sketch[v], b.sketch[v])
+    a.sketch[v] = merged
+    x[HEADER + nvalues * NPARTS + i] = #merged
+  end
+  return a
 end
 
 local written, created, newest = 0, false, {}
@@ -101,7 +146,7 @@ for i = 0, nseg - 1 do
     local field, record = ARGV[j + 3], ARGV[j + 4]
     local old = redis.call('HGET', key, field)
     if old then
-      redis.call('HSET', key, field, merge(old, record))
+      redis.call('HSET', key, field, encode(merge(decode(old), decode(record))))
     else
       redis.call('HSET', key, field, record)
       -- Pruning scans every field: amortise it over tiles (1 in PRUNE_EVERY new tiles).

@@ -1,4 +1,4 @@
-"""The online store's layout in Redis, and records to and from engine partials (pure).
+"""The online store's layout in Redis, and tile records to and from engine partials.
 
 One hash per (view, version, entity)::
 
@@ -8,43 +8,50 @@ One hash per (view, version, entity)::
     field   "o:<topic>:<partition>"   -> highest source offset applied to this hash
 
 and one hash per (view, version) at ``<prefix>:<view>:v<version>`` (no entity key can
-be that key) with fields ``values`` (the record layout) and ``text`` (text values).
+be that key) with fields ``values`` (the value kinds), ``text`` (text values) and
+``format`` (the record format, `FORMAT`).
 
-A record is one tile's partials for every value of the view, in `FeatureView.values`
-order, as comma-separated tokens per value::
+A record (format 2) is one tile's partials for every value of the view, binary, every
+number a little-endian double (NaN is null; counts, times, offsets and sketch hashes
+are integers below 2**53, exact as doubles)::
 
-    count,sum,sumsq,min,max,last,last_time,last_offset[,sketch]
+    fixed   tile ms, tile index, then per value (`FeatureView.values` order) its parts
+            in `spec.PARTS` order (count, sum, sumsq, min, max, last, last_time,
+            last_offset), then for a value with a distinct count its sketch's size
+    sketch  per value with a distinct count: its hashes, ascending (size doubles)
+    text    per text value (its ``last`` is a string): the UTF-8 bytes of ``last``;
+            the ``last`` slot of the fixed part holds their length
 
-Numbers are written in shortest round-trip form (Polars) or ``%.17g`` (Lua), so every
-double survives exactly; an empty token is null; a text ``last`` is hex-encoded so it
-can hold any character; a sketch is its hashes in ascending order, zero-padded to 16
-digits (string order is numeric order, so Lua merges them as strings) and
-space-separated, present only for values with a distinct count (layout char ``s``,
-otherwise ``p``).
+So the fixed part of every record of a view has one width (`Record.width`), and a
+batch of records decodes into one numpy matrix with a single ``frombuffer``. A record
+is at least 80 bytes and an offset mark at most 20 (decimal digits), which is how a
+reader of ``HVALS`` tells them apart without the field names.
 
-Invariants: records are only ever merged by ``apply.lua`` with the engine's merge laws
-(`featurestore.features.aggregates`); a record decoded here is an engine partial row.
+Invariants: records are only ever merged by ``apply.lua`` with the merge laws of
+`featurestore.features.spec`; a record decoded here is an engine partial row.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
+import numpy as np
 import polars as pl
 
-from featurestore.features.aggregates import PARTS, TILE, partial_column
+from featurestore.errors import ConfigError
+from featurestore.features.aggregates import TILE, partial_column
 from featurestore.features.definitions import FeatureView
+from featurestore.features.spec import PARTS
 
+FORMAT = 2
 ENTITY_SEPARATOR = "\x1f"
 ROW = "__entity"
 TILE_MS = "__tile_ms"
-SOURCE = "__source"
-_NUMERIC_PARTS: dict[str, type[pl.DataType]] = {
-    "count": pl.Int64, "sum": pl.Float64, "sumsq": pl.Float64, "min": pl.Float64,
-    "max": pl.Float64, "last_time": pl.Int64, "last_offset": pl.Int64,
-}  # fmt: skip
+HEADER = 2  # tile ms, tile index
+MIN_RECORD_BYTES = 8 * (HEADER + len(PARTS))
+_NAN = float("nan")
 
 
 def view_prefix(prefix: str, view: FeatureView, version: int | None = None) -> str:
@@ -63,7 +70,26 @@ def entity_keys(frame: pl.DataFrame, join_keys: list[str]) -> pl.Expr:
     return parts[0] if len(parts) == 1 else pl.concat_str(parts, separator=ENTITY_SEPARATOR)
 
 
+def entity_parts(entities: pl.DataFrame, join_keys: list[str]) -> list[str]:
+    """Each row's entity key (`entity_keys`), ``"\x00"`` for a row with a null key (a
+    key that cannot exist). Text and integer keys are joined in Python, which for the few
+    rows of a lookup costs less than a Polars query; other types take `entity_keys`."""
+    columns = [entities.get_column(k) for k in join_keys]
+    if all(c.dtype == pl.String or c.dtype.is_integer() for c in columns):
+        values = [c.to_list() if c.dtype == pl.String
+                  else [None if v is None else str(v) for v in c.to_list()]
+                  for c in columns]  # fmt: skip
+        if len(values) == 1:
+            return ["\x00" if v is None else v for v in values[0]]
+        return ["\x00" if None in row else ENTITY_SEPARATOR.join(row)
+                for row in zip(*values, strict=True)]  # fmt: skip
+    keys = entities.select(entity_keys(entities, join_keys).fill_null("\x00"))
+    parts: list[str] = keys.to_series().to_list()
+    return parts
+
+
 def layout(view: FeatureView) -> str:
+    """One char per value: ``s`` with a distinct sketch, ``p`` without."""
     return "".join("s" if v.distinct else "p" for v in view.values.values())
 
 
@@ -71,90 +97,178 @@ def offset_field(topic: str, partition: int) -> str:
     return f"o:{topic}:{partition}"
 
 
-def record_tokens(view: FeatureView, text_values: set[str]) -> list[pl.Expr]:
-    """Token expressions of a record from a partial frame (``text_values``: text last)."""
-    tokens: list[pl.Expr] = []
-    for name, value in view.values.items():
-        for part in PARTS:
-            col = pl.col(partial_column(name, part))
-            if part == "last" and name in text_values:
-                col = col.str.encode("hex")
-            tokens.append(col.cast(pl.String).fill_null(""))
-        if value.distinct:
-            sketch = pl.col(partial_column(name, "sketch"))
-            padded = sketch.cast(pl.List(pl.String)).list.eval(pl.element().str.zfill(16))
-            tokens.append(padded.list.join(" ").fill_null(""))
-    return tokens
-
-
-def record_expr(view: FeatureView, text_values: set[str]) -> pl.Expr:
-    return pl.concat_str(record_tokens(view, text_values), separator=",")
-
-
-def decode_records(payload: bytes, view: FeatureView, text_values: set[str]) -> pl.DataFrame:
-    """CSV lines ``<row>,<tile ms>,<tile index>,<record>`` (``read.lua`` with no source or
-    padding) as an engine partial frame with ``__entity``, ``__tile_ms`` and ``tile``."""
-    return decode_sources(payload, [Source(view, text_values, "")], source_col=False)
+def check_format(stored: bytes | str | None, view: FeatureView, where: str) -> None:
+    """A ConfigError naming the fix when a view version's data is in another format."""
+    found = int(stored) if stored is not None else 1
+    if found != FORMAT:
+        raise ConfigError(
+            f"{where}: view {view.name!r} version {view.version} holds online records of "
+            f"format {found}, and this featurestore reads and writes format {FORMAT}; give "
+            f"the view a new version (bump `version`), then `featurestore backfill "
+            f"{view.name} --version <new>` and `featurestore views promote`, or delete "
+            f"the old keys ({view.name}:v{view.version}:*) and backfill the same version"
+        )
 
 
 @dataclass(frozen=True)
-class Source:
-    """One view read into a shared frame: its record's values are named ``prefix + name``."""
+class Record:
+    """The record layout of one view (with its text values): slot positions in the
+    fixed part, and how to encode a partial frame and decode records."""
 
     view: FeatureView
-    text_values: set[str]
-    prefix: str
+    text_values: frozenset[str]
+
+    @cached_property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.view.values)
+
+    @cached_property
+    def sketched(self) -> tuple[str, ...]:
+        return tuple(n for n, v in self.view.values.items() if v.distinct)
+
+    @cached_property
+    def texts(self) -> tuple[str, ...]:
+        return tuple(n for n in self.names if n in self.text_values)
+
+    @cached_property
+    def slots(self) -> dict[tuple[str, str], int]:
+        """(value, part) -> its index in the fixed part; part ``size`` is a sketch's."""
+        out: dict[tuple[str, str], int] = {}
+        for i, name in enumerate(self.names):
+            for j, part in enumerate(PARTS):
+                out[(name, part.name)] = HEADER + i * len(PARTS) + j
+        end = HEADER + len(self.names) * len(PARTS)
+        for i, name in enumerate(self.sketched):
+            out[(name, "size")] = end + i
+        return out
+
+    @property
+    def width(self) -> int:
+        """Doubles in the fixed part."""
+        return HEADER + len(self.names) * len(PARTS) + len(self.sketched)
+
+    @property
+    def fixed_only(self) -> bool:
+        return not self.sketched and not self.texts
+
+    def kinds(self) -> str:
+        """The record's value kinds for ``apply.lua``, one char per value: ``p`` plain,
+        ``s`` with a sketch, ``t`` text, ``u`` text with a sketch."""
+        kind = {(False, False): "p", (True, False): "s", (False, True): "t", (True, True): "u"}
+        return "".join(kind[(n in self.sketched, n in self.text_values)] for n in self.names)
+
+    # --- encode -------------------------------------------------------------------------
+
+    def encode(self, partials: pl.DataFrame, tile_ms: int) -> list[bytes]:
+        """One record per row of an engine partial frame of granularity ``tile_ms``."""
+        columns: list[pl.Expr] = [pl.lit(float(tile_ms)), pl.col(TILE).cast(pl.Float64)]
+        for name in self.names:
+            for part in PARTS:
+                col = pl.col(partial_column(name, part.name))
+                if part.name == "last" and name in self.text_values:
+                    col = col.str.len_bytes()
+                columns.append(col.cast(pl.Float64).fill_null(_NAN))
+        columns += [pl.col(partial_column(n, "sketch")).list.len().cast(pl.Float64)
+                    .fill_null(0.0) for n in self.sketched]  # fmt: skip
+        matrix = np.ascontiguousarray(partials.select(columns).to_numpy(), dtype="<f8")
+        rows = matrix.view(np.dtype((np.void, 8 * self.width))).ravel()
+        fixed: list[bytes] = [row.tobytes() for row in rows]
+        if self.fixed_only:
+            return fixed
+        pieces: list[list[bytes]] = [fixed]
+        for name in self.sketched:
+            sketches = partials.get_column(partial_column(name, "sketch"))
+            pieces.append(_split(sketches))
+        for name in self.texts:
+            texts = partials.get_column(partial_column(name, "last")).to_list()
+            pieces.append([b"" if t is None else t.encode() for t in texts])
+        return [b"".join(parts) for parts in zip(*pieces, strict=True)]
+
+    # --- decode -------------------------------------------------------------------------
+
+    def matrix(self, records: Sequence[bytes]) -> np.ndarray:
+        """The fixed parts of ``records`` as one (records x width) matrix."""
+        size = 8 * self.width
+        joined = b"".join(records) if self.fixed_only else b"".join(r[:size] for r in records)
+        if len(joined) != size * len(records):
+            raise ConfigError(
+                f"view {self.view.name!r} version {self.view.version}: an online record "
+                f"is not {size} bytes of fixed part; its values changed without a new "
+                "version? bump `version` and backfill"
+            )
+        return np.frombuffer(joined, dtype="<f8").reshape(len(records), self.width)
+
+    def sketch_sizes(self, matrix: np.ndarray) -> np.ndarray:
+        """Per record, per sketched value: the sketch's size (records x sketched)."""
+        columns = [self.slots[(n, "size")] for n in self.sketched]
+        return matrix[:, columns].astype(np.int64)
+
+    def hashes(self, records: Sequence[bytes], sizes: np.ndarray) -> np.ndarray:
+        """Every sketch hash of ``records``, record after record, value after value."""
+        start, totals = 8 * self.width, (8 * sizes.sum(axis=1)).tolist()
+        joined = b"".join(r[start : start + t] for r, t in zip(records, totals, strict=True))
+        return np.frombuffer(joined, dtype="<f8").astype(np.uint64)
+
+    def text_spans(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per record (row of ``matrix``) and text value: where its ``last`` starts in
+        the record, and its length in bytes (NaN when null)."""
+        lengths = matrix[:, [self.slots[(n, "last")] for n in self.texts]]
+        known = np.nan_to_num(lengths, nan=0.0)
+        sizes = matrix[:, [self.slots[(n, "size")] for n in self.sketched]].sum(axis=1)
+        base = 8 * (self.width + sizes)
+        starts = base[:, None] + np.cumsum(known, axis=1) - known
+        return starts, lengths
+
+    def text(self, record: bytes, start: float, length: float) -> str | None:
+        """The text ``last`` at a span of `text_spans` (None when null)."""
+        if length != length:  # noqa: PLR0124 - NaN: null
+            return None
+        begin = int(start)
+        return record[begin : begin + int(length)].decode()
+
+    def frame(self, records: Sequence[bytes], rows: Sequence[int]) -> pl.DataFrame:
+        """Records as an engine partial frame with ``__entity`` (``rows``), ``__tile_ms``
+        and ``tile``: for the Polars engine and tools, not the lookup path."""
+        matrix = self.matrix(records) if records else np.zeros((0, self.width))
+        columns: dict[str, pl.Series] = {
+            ROW: pl.Series(ROW, list(rows), dtype=pl.Int64),
+            TILE_MS: pl.Series(TILE_MS, matrix[:, 0]).cast(pl.Int64),
+            TILE: pl.Series(TILE, matrix[:, 1]).cast(pl.Int64),
+        }
+        for name in self.names:
+            for part in PARTS:
+                column = partial_column(name, part.name)
+                values = pl.Series(column, matrix[:, self.slots[(name, part.name)]])
+                values = values.fill_nan(None)
+                if part.name == "last" and name in self.text_values:
+                    starts, lengths = self.text_spans(matrix)
+                    k = self.texts.index(name)
+                    spans = zip(records, starts[:, k].tolist(), lengths[:, k].tolist(),
+                                strict=True)  # fmt: skip
+                    texts = [self.text(r, a, n) for r, a, n in spans]
+                    values = pl.Series(column, texts, dtype=pl.String)
+                elif part.integer:
+                    values = values.cast(pl.Int64)
+                columns[column] = values
+        if self.sketched:
+            sizes = self.sketch_sizes(matrix)
+            hashes = self.hashes(records, sizes).tolist()
+            flat = iter(hashes)
+            per_value = {n: [] for n in self.sketched}  # type: dict[str, list[list[int]]]
+            for record_sizes in sizes.tolist():
+                for name, size in zip(self.sketched, record_sizes, strict=True):
+                    per_value[name].append([next(flat) for _ in range(size)])
+            for name, lists in per_value.items():
+                column = partial_column(name, "sketch")
+                columns[column] = pl.Series(column, lists, dtype=pl.List(pl.UInt64))
+        return pl.DataFrame(columns)
 
 
-def record_width(view: FeatureView) -> int:
-    """Tokens in one record of ``view``."""
-    return len(_column_order(view, "")) - 3
-
-
-def decode_sources(
-    payload: bytes, sources: Sequence[Source], *, source_col: bool = True
-) -> pl.DataFrame:
-    """Lines of several views in ONE frame: ``<row>,<source>,<tile ms>,<tile index>``,
-    then every source's record slot in order, empty but for the line's own source (the
-    padding ``read.lua`` adds). One CSV parse and one query serve a whole request, which
-    is what an online read costs: the fixed cost per Polars call, not the data.
-    Numbers are typed by the CSV reader; only text ``last`` values (hex) and sketches
-    need a second step."""
-    schema: dict[str, pl.DataType] = {ROW: pl.Int64()}
-    if source_col:
-        schema[SOURCE] = pl.Int64()
-    schema |= {TILE_MS: pl.Int64(), TILE: pl.Int64()}
-    after: list[pl.Expr] = []
-    for source in sources:
-        for name, value in source.view.values.items():
-            named, text = source.prefix + name, name in source.text_values
-            for part, dtype in _NUMERIC_PARTS.items():
-                schema[partial_column(named, part)] = dtype()
-            last = partial_column(named, "last")
-            schema[last] = pl.String() if text else pl.Float64()
-            if text:
-                after.append(pl.col(last).str.decode("hex").cast(pl.String))
-            if value.distinct:
-                sketch = partial_column(named, "sketch")
-                schema[sketch] = pl.String()
-                hashes = pl.col(sketch).str.split(" ").cast(pl.List(pl.UInt64))
-                after.append(hashes.fill_null(pl.lit([], pl.List(pl.UInt64))))
-    order = list(schema)[: 4 if source_col else 3]
-    for source in sources:
-        order += _column_order(source.view, source.prefix)[3:]
-    ordered = {c: schema[c] for c in order}
-    if not payload:
-        raw = pl.DataFrame(schema=ordered)
-    else:
-        raw = pl.read_csv(io.BytesIO(payload), has_header=False, schema=ordered,
-                          quote_char=None)  # fmt: skip
-    return raw.with_columns(after) if after else raw
-
-
-def _column_order(view: FeatureView, prefix: str) -> list[str]:
-    columns = [ROW, TILE_MS, TILE]
-    for name, value in view.values.items():
-        columns += [partial_column(prefix + name, part) for part in PARTS]
-        if value.distinct:
-            columns.append(partial_column(prefix + name, "sketch"))
-    return columns
+def _split(sketches: pl.Series) -> list[bytes]:
+    """Each row's sketch as packed little-endian doubles (empty for none)."""
+    sizes = sketches.list.len().fill_null(0).to_numpy()
+    flat = sketches.explode().drop_nulls().cast(pl.Float64).to_numpy().astype("<f8")
+    buffer = flat.tobytes()
+    ends = (8 * np.cumsum(sizes)).tolist()
+    starts = [0, *ends[:-1]]
+    return [buffer[a:b] for a, b in zip(starts, ends, strict=True)]

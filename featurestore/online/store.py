@@ -1,20 +1,24 @@
 """The Redis online store: batches of validated events in, window values at a time out.
 
 Writes (`RedisOnlineStore.apply`): the batch is pre-aggregated in Polars by the window
-engine into partials per (entity, source partition, granularity, tile), then applied
-with ``apply.lua``, one single-key script call per entity, pipelined. The script keeps
-the highest applied offset per source partition in the same hash and applies only
-segments above it, so a replay after a crash never counts an event twice. A replay cut
-at other batch boundaries than the first attempt (a segment straddling the stored
-offset) is resent for that entity one event per segment.
+engine into partials per (entity, source partition, granularity, tile), encoded as
+binary tile records (`featurestore.online.layout`), then applied with ``apply.lua``,
+one single-key script call per entity, pipelined. The script keeps the highest applied
+offset per source partition in the same hash and applies only segments above it, so a
+replay after a crash never counts an event twice. A replay cut at other batch
+boundaries than the first attempt (a segment straddling the stored offset) is resent
+for that entity one event per segment.
 
-Reads (`RedisOnlineStore.read`, `read_many`): ``read.lua`` returns each entity hash's
-tiles as CSV lines, one bulk string per key, pipelined; the lines become an engine
-partial frame and `windows_at` merges every window of the view at the request time in
-one pass, so values decay as time passes without new events.
+Reads (`RedisOnlineStore.lookup`, `read`, `read_many`): one ``HVALS`` per (view,
+entity), every view of a lookup in ONE pipeline; the binary records are merged into
+window values at the request time by the small-read execution
+(`featurestore.features.small`), no Polars frame on the way, so values decay as time
+passes without new events and a lookup costs little more than its round trip.
 
 Invariants: one key per script call (Redis Cluster works unchanged); a view's keys
-carry its version; the hash expires ``view.ttl_ms`` after its last write.
+carry its version; the hash expires ``view.ttl_ms`` after its last write; a view
+version's meta hash names its record format, and data of another format is refused
+with the fix (`layout.check_format`).
 """
 
 from __future__ import annotations
@@ -32,37 +36,27 @@ from redis.exceptions import NoScriptError
 
 from featurestore import crashpoints
 from featurestore.errors import ConfigError
-from featurestore.features.aggregates import (
-    TILE,
-    Aggregation,
-    epoch_ms,
-    partial_column,
-    tile_partials,
-)
+from featurestore.features.aggregates import TILE, epoch_ms, tile_partials
 from featurestore.features.definitions import FeatureView
-from featurestore.features.reads import WindowRead, windows_at
 from featurestore.features.sketch import K
-from featurestore.features.windows import Window
+from featurestore.features.small import LookupPlan
 from featurestore.online.layout import (
-    ROW,
-    SOURCE,
-    TILE_MS,
-    Source,
-    decode_records,
-    decode_sources,
+    FORMAT,
+    MIN_RECORD_BYTES,
+    Record,
+    check_format,
     entity_keys,
+    entity_parts,
     layout,
     meta_key,
-    record_expr,
-    record_width,
     view_prefix,
 )
 
 log = logging.getLogger(__name__)
 _APPLY = files("featurestore.online").joinpath("apply.lua").read_text()
-_READ = files("featurestore.online").joinpath("read.lua").read_text()
-SCRIPTS = (_APPLY, _READ)
+SCRIPTS = (_APPLY,)
 _KEY, _OFIELD = "__key", "__ofield"
+_CELLS = 4_000_000  # doubles of a lookup's dense array (32 MB): more rows go in chunks
 
 
 class OnlineStore(Protocol):
@@ -98,10 +92,10 @@ class RedisOnlineStore:
         # A script's SHA is that of its text: known without asking Redis, which learns the
         # script on the first NOSCRIPT (`_pipelined`). `prepare` and `finish` never use
         # the client, so an asyncio client can send what `prepare` builds.
-        self._apply_sha, self._read_sha = _sha(_APPLY), _sha(_READ)
+        self._apply_sha = _sha(_APPLY)
         self._scripts_loaded = False  # by this store: a later NOSCRIPT means Redis lost them
         self._text: dict[tuple[str, int], set[str]] = {}
-        self._plans: dict[tuple[tuple[str, int, tuple[str, ...]], ...], _ReadPlan] = {}
+        self._plans: dict[Any, LookupPlan] = {}
 
     def _load_scripts(self) -> None:
         if self._scripts_loaded:
@@ -114,13 +108,16 @@ class RedisOnlineStore:
         return meta_key(self.prefix, view.name, view.version)
 
     def register(self, view: FeatureView, text_values: set[str]) -> None:
-        """Record the view's record layout and which values are text (their ``last`` is a
-        string) for readers. A version's layout never changes: records already stored
-        could not be merged with records of another layout."""
+        """Record the view's record layout, which values are text (their ``last`` is a
+        string) and the record format, for readers. A version's layout never changes:
+        records already stored could not be merged with records of another layout, or
+        of another format (`layout.check_format` names the fix)."""
         kinds = zip(view.values, layout(view), strict=True)
         signature = ",".join(f"{name}:{kind}" for name, kind in kinds)
         meta = self._meta_key(view)
-        stored = self.client.hget(meta, "values")
+        stored, stored_format = self.client.hmget(meta, ["values", "format"])
+        if stored is not None:
+            check_format(stored_format, view, "cannot write")
         if stored is not None and stored.decode() != signature:
             raise ConfigError(
                 f"view {view.name!r} version {view.version} already has data in Redis with "
@@ -128,18 +125,30 @@ class RedisOnlineStore:
                 "or distinct counts needs a new version (bump `version`)"
             )
         self._text[(view.name, view.version)] = set(text_values)
-        self.client.hset(meta, mapping={"values": signature,
+        self.client.hset(meta, mapping={"values": signature, "format": str(FORMAT),
                                         "text": ",".join(sorted(text_values))})  # fmt: skip
 
     def text_values(self, view: FeatureView) -> set[str]:
         cached = self._text.get((view.name, view.version))
         if cached is None:
-            raw = self.client.hget(self._meta_key(view), "text")
-            if raw is None:  # never registered: nothing written yet, ask again next time
+            text, stored_format = self.client.hmget(self._meta_key(view), ["text", "format"])
+            if not self._learn(view, text, stored_format):
                 return set()
-            cached = {v for v in raw.decode().split(",") if v}
-            self._text[(view.name, view.version)] = cached
+            cached = self._text[(view.name, view.version)]
         return cached
+
+    def _learn(self, view: FeatureView, text: bytes | None, stored_format: bytes | None) -> bool:
+        """Cache a view version's text values from its meta hash; False when it was
+        never registered (nothing written yet: ask again next time)."""
+        if text is None:
+            return False
+        check_format(stored_format, view, "cannot read")
+        self._text[(view.name, view.version)] = {v for v in text.decode().split(",") if v}
+        return True
+
+    def record(self, view: FeatureView) -> Record:
+        """The record layout of ``view`` as stored (its text values from the meta hash)."""
+        return Record(view, frozenset(self.text_values(view)))
 
     # --- writes -------------------------------------------------------------------------
 
@@ -156,12 +165,16 @@ class RedisOnlineStore:
                 pl.lit("o:"), pl.col("_topic"), pl.lit(":"), pl.col("_partition").cast(pl.String)
             ).alias(_OFIELD),
         )
-        args = self._arguments(view, keyed, time_col, per_event=False)
-        straddling = self._send(view, args, stats)
+        # A value is text when its source column is not numeric: its `last` is a string.
+        text = {n for n, v in view.values.items() if not events.schema[v.column].is_numeric()}
+        record = Record(view, frozenset(text))
+        straddling = self._send(record, self._arguments(record, keyed, time_col,
+                                                        per_event=False), stats)  # fmt: skip
         if straddling:
             stats.resent_entities = len(straddling)
             retry = keyed.filter(pl.col(_KEY).is_in(straddling))
-            again = self._send(view, self._arguments(view, retry, time_col, per_event=True), stats)
+            again = self._send(record, self._arguments(record, retry, time_col, per_event=True),
+                               stats)  # fmt: skip
             if again:  # pragma: no cover - one event per segment cannot straddle
                 raise RuntimeError(f"offset guard refused single events for {again[:3]}")
         # The version has online state from now on (what `views promote` checks).
@@ -178,13 +191,13 @@ class RedisOnlineStore:
             ) from None
 
     def _arguments(
-        self, view: FeatureView, keyed: pl.DataFrame, time_col: str, *, per_event: bool
-    ) -> pl.DataFrame:
-        """One row per entity key: its segment and prune arguments for ``apply.lua``."""
-        text = {n for n, v in view.values.items() if not keyed.schema[v.column].is_numeric()}
+        self, record: Record, keyed: pl.DataFrame, time_col: str, *, per_event: bool
+    ) -> list[tuple[str, list[Any], list[Any]]]:
+        """Per entity key: its segment and prune arguments for ``apply.lua``."""
+        view = record.view
         keys = [_OFIELD, "_offset"] if per_event else [_OFIELD]
-        per_tile: list[pl.DataFrame] = []
-        prunes: list[pl.DataFrame] = []
+        segments: dict[str, list[Any]] = {}
+        prunes: dict[str, list[Any]] = {}
         for g in view.tiles_ms:
             parts = tile_partials(keyed, [_KEY], time_col, view.values, g,
                                   offset_col="_offset", keys=keys)  # fmt: skip
@@ -194,37 +207,24 @@ class RedisOnlineStore:
                 .agg(pl.col("_offset").min().alias("__lo"), pl.col("_offset").max().alias("__hi"))
             )
             segment = parts.join(span, on=[_KEY, *keys, TILE]).sort(_KEY, "__lo")
-            per_tile.append(
-                segment.select(
-                    _KEY,
-                    pl.concat_list(
-                        pl.col(_OFIELD),
-                        pl.col("__lo").cast(pl.String),
-                        pl.col("__hi").cast(pl.String),
-                        pl.lit(f"{g},") + pl.col(TILE).cast(pl.String),
-                        record_expr(view, text),
-                    ).alias("__args"),
-                )
-            )
+            columns = segment.select(_KEY, _OFIELD, "__lo", "__hi", TILE).to_dict(as_series=False)
+            for key, ofield, lo, hi, tile, rec in zip(
+                *columns.values(), record.encode(segment, g), strict=True
+            ):
+                segments.setdefault(key, []).extend((ofield, lo, hi, f"{g},{tile}", rec))
             keep = -(-view.retention_for(g) // g)  # tiles behind the newest one to keep
-            prunes.append(
-                segment.group_by(_KEY).agg(
-                    pl.concat_list(
-                        pl.lit(f"{g},"), (pl.col(TILE).max() - keep).cast(pl.String)
-                    ).alias("__prune")
-                )
-            )
-        segments = (
-            pl.concat(per_tile).group_by(_KEY, maintain_order=True).agg(pl.col("__args").explode())
-        )
-        pruning = pl.concat(prunes).group_by(_KEY).agg(pl.col("__prune").explode())
-        return segments.join(pruning, on=_KEY, how="left")
+            newest = segment.group_by(_KEY).agg(pl.col(TILE).max())
+            for key, top in newest.iter_rows():
+                prunes.setdefault(key, []).extend((f"{g},", top - keep))
+        return [(key, args, prunes.get(key, [])) for key, args in segments.items()]
 
-    def _send(self, view: FeatureView, args: pl.DataFrame, stats: ApplyStats) -> list[str]:
+    def _send(
+        self, record: Record, args: list[tuple[str, list[Any], list[Any]]], stats: ApplyStats
+    ) -> list[str]:
         """Run ``apply.lua`` per entity, pipelined; returns the keys that straddled."""
-        fixed = (str(view.ttl_ms), layout(view))
+        fixed = (str(record.view.ttl_ms), record.kinds())
         straddling: list[str] = []
-        rows = list(args.iter_rows())
+        rows = args
         for start in range(0, len(rows), self.pipeline_size):
             chunk = rows[start : start + self.pipeline_size]
             results = self._pipelined(
@@ -274,17 +274,16 @@ class RedisOnlineStore:
         parts = known.get(tuple(join_keys))
         if parts is None:
             # A null key reads a key that cannot exist: its features are empty, not an error.
-            column = entities.select(entity_keys(entities, join_keys).fill_null("\x00"))
-            parts = known[tuple(join_keys)] = column.to_series().to_list()
+            parts = known[tuple(join_keys)] = entity_parts(entities, join_keys)
         prefix = view_prefix(self.prefix, view)
         return [prefix + part for part in parts]
 
     def partials(self, view: FeatureView, entities: pl.DataFrame) -> pl.DataFrame:
-        """Every stored tile of each entity row, as engine partials keyed by ``__entity``."""
-        commands = [("EVALSHA", self._read_sha, 1, key, f"{row},", "", "")
-                    for row, key in enumerate(self._keys(view, entities, {}))]  # fmt: skip
-        replies = self._pipelined(commands)
-        return decode_records(b"".join(replies), view, self.text_values(view))
+        """Every stored tile of each entity row, as engine partials keyed by ``__entity``
+        (for the Polars engine and tools; lookups never build this frame)."""
+        keys = self._keys(view, entities, {})
+        records, rows = _tile_records(self._pipelined([("HVALS", key) for key in keys]))
+        return self.record(view).frame(records, rows)
 
     def read(
         self, view: FeatureView, entities: pl.DataFrame, at: int, features: Sequence[str]
@@ -298,9 +297,7 @@ class RedisOnlineStore:
         entities: pl.DataFrame,
         at: int,
     ) -> list[pl.DataFrame]:
-        """`read` for several views in ONE pipelined round trip, decoded by one CSV parse
-        and merged by one query (the views' tiles share a frame, see `decode_sources`);
-        one frame per request."""
+        """`read` for several views in ONE pipelined round trip; one frame per request."""
         lookup = self.lookup(requests, entities, at)
         return [lookup.frame(i, features) for i, (_, features) in enumerate(requests)]
 
@@ -319,129 +316,125 @@ class RedisOnlineStore:
         self, requests: Sequence[tuple[FeatureView, Sequence[str]]], entities: pl.DataFrame
     ) -> PreparedRead:
         """The commands of a lookup, for any client to send in one pipeline (the async
-        client sends them with redis.asyncio), then `finish`. Text value lists not yet
-        known are read in the same pipeline."""
-        views = [view for view, _ in requests]
-        plan = self._plan(tuple((view, tuple(features)) for view, features in requests))
+        client sends them with redis.asyncio), then `finish`: one ``HVALS`` per view and
+        entity row, and the meta of views whose text values are not known yet."""
         commands: list[tuple[Any, ...]] = []
         known: dict[tuple[str, ...], list[str]] = {}
-        for i, view in enumerate(views):
-            before, after = plan.padding[i]
-            commands += [("EVALSHA", self._read_sha, 1, key, f"{row},{i},", before, after)
-                         for row, key in enumerate(self._keys(view, entities, known))]  # fmt: skip
-        unknown = sorted({(v.name, v.version): v for v in views
+        for view, _ in requests:
+            commands += [("HVALS", key) for key in self._keys(view, entities, known)]
+        unknown = sorted({(v.name, v.version): v for v, _ in requests
                           if (v.name, v.version) not in self._text}.items())  # fmt: skip
-        commands += [("HGET", self._meta_key(view), "text") for _, view in unknown]
-        return PreparedRead(views, plan, entities.height, commands, [v for _, v in unknown])
+        commands += [("HMGET", self._meta_key(view), "text", "format") for _, view in unknown]
+        asked = tuple((view, tuple(features)) for view, features in requests)
+        return PreparedRead(asked, entities.height, commands, [v for _, v in unknown])
 
     def finish(self, prepared: PreparedRead, replies: Sequence[Any], at: int) -> Lookup:
-        """Window values at ``at`` from the replies to ``prepared.commands``."""
+        """Window values at ``at`` from the replies to ``prepared.commands``, merged by
+        the small-read execution (`featurestore.features.small`)."""
         reads = len(replies) - len(prepared.unknown_text)
-        for view, raw in zip(prepared.unknown_text, replies[reads:], strict=True):
-            if raw is not None:  # never registered: nothing written yet, ask again next time
-                self._text[(view.name, view.version)] = {v for v in raw.decode().split(",") if v}
-        sources = [Source(view, self._text.get((view.name, view.version), set()),
-                          _source_prefix(i)) for i, view in enumerate(prepared.views)]  # fmt: skip
-        plan = prepared.plan
-        partials = decode_sources(b"".join(replies[:reads]), sources)
-        rows = pl.DataFrame({ROW: pl.int_range(prepared.rows, eager=True, dtype=pl.Int64)})
-        values = windows_at(partials, ROW, rows, at, plan.read, tile_ms_col=TILE_MS,
-                            source_col=SOURCE, carry=plan.carry)  # fmt: skip
-        views = range(len(prepared.views))
-        found = [[bool(n) for n in values.get_column(f"__tiles{i}").to_list()] for i in views]
-        newest = [values.get_column(f"__newest{i}").to_list() for i in views]
-        return Lookup(values, plan.columns, found, newest)
+        for view, (text, stored_format) in zip(prepared.unknown_text, replies[reads:],
+                                               strict=True):  # fmt: skip
+            self._learn(view, text, stored_format)
+        n = prepared.rows
+        plan = self._plan(prepared.requests)
+        replies_of = [_tile_records(replies[i * n : (i + 1) * n])
+                      for i in range(len(prepared.requests))]  # fmt: skip
+        # Rows in chunks that keep the plan's dense array near _CELLS doubles.
+        step = max(1, _CELLS // plan.cells_per_row)
+        values: dict[tuple[int, str], list[Any]] = {}
+        found: list[list[bool]] = [[] for _ in prepared.requests]
+        newest: list[list[int | None]] = [[] for _ in prepared.requests]
+        for start in range(0, max(n, 1), step):
+            stop = min(n, start + step)
+            chunk = [_rows_between(records, rows, start, stop) for records, rows in replies_of]
+            got, held, times = plan.run(chunk, stop - start, at)
+            for i, features in enumerate(plan.features):
+                for feature, column in zip(features, got[i], strict=True):
+                    values.setdefault((i, feature.name), []).extend(column)
+                found[i] += held[i]
+                newest[i] += times[i]
+        types = {(i, f.name): _dtype(f.function, f.column, record)
+                 for i, (record, features) in enumerate(zip(plan.records, plan.features,
+                                                            strict=True))
+                 for f in features}  # fmt: skip
+        return Lookup(values, types, found, newest)
 
-    def _plan(self, requests: tuple[tuple[FeatureView, tuple[str, ...]], ...]) -> _ReadPlan:
-        """The engine's one-pass read of these requests, built once per request shape."""
-        key = tuple((view.name, view.version, features) for view, features in requests)
+    def _plan(self, requests: tuple[tuple[FeatureView, tuple[str, ...]], ...]) -> LookupPlan:
+        """The small-read plan of these requests, compiled once per shape."""
+        texts = tuple(frozenset(self._text.get((v.name, v.version), ())) for v, _ in requests)
+        key = (tuple((v.name, v.version, f) for v, f in requests), texts)
         cached = self._plans.get(key)
         if cached is None:
-            cached = self._plans[key] = _ReadPlan.of(requests)
+            cached = self._plans[key] = LookupPlan.of(
+                [(view, features, Record(view, text))
+                 for (view, features), text in zip(requests, texts, strict=True)]
+            )  # fmt: skip
         return cached
+
+
+def _rows_between(
+    records: list[bytes], rows: list[int], start: int, stop: int
+) -> tuple[list[bytes], list[int]]:
+    """The records of rows [start, stop), rows renumbered from 0."""
+    if start == 0 and (not rows or max(rows) < stop):
+        return records, rows
+    chosen = [(r, row - start) for r, row in zip(records, rows, strict=True) if start <= row < stop]
+    return [r for r, _ in chosen], [row for _, row in chosen]
+
+
+def _tile_records(replies: Sequence[Sequence[bytes]]) -> tuple[list[bytes], list[int]]:
+    """The tile records of ``HVALS`` replies (one per entity row) and their rows; offset
+    marks are told apart by their length (`layout.MIN_RECORD_BYTES`)."""
+    records: list[bytes] = []
+    rows: list[int] = []
+    for row, reply in enumerate(replies):
+        tiles = [value for value in reply if len(value) >= MIN_RECORD_BYTES]
+        records += tiles
+        rows += [row] * len(tiles)
+    return records, rows
+
+
+def _dtype(function: str, column: str, record: Record) -> pl.DataType:
+    if function in ("count", "distinct"):
+        return pl.Int64()
+    if function == "last" and column in record.text_values:
+        return pl.String()
+    return pl.Float64()
 
 
 @dataclass(frozen=True)
 class PreparedRead:
     """A lookup's Redis commands and what `RedisOnlineStore.finish` needs to decode them."""
 
-    views: list[FeatureView]
-    plan: _ReadPlan
+    requests: tuple[tuple[FeatureView, tuple[str, ...]], ...]
     rows: int
     commands: list[tuple[Any, ...]]
     unknown_text: list[FeatureView]
 
+    @property
+    def views(self) -> list[FeatureView]:
+        return [view for view, _ in self.requests]
+
 
 @dataclass(frozen=True)
 class Lookup:
-    """A lookup's answer: every request's feature values in one frame (`column` finds
-    one), and per request whether Redis holds each entity row's hash (any tile) and the
-    newest event time (epoch ms) among its tiles."""
+    """A lookup's answer: per (request, feature) its values per entity row (plain
+    Python: `column` and `frame` make Polars of them on demand), and per request whether
+    Redis holds each entity row's hash (any tile) and the newest event time (epoch ms)
+    among its tiles."""
 
-    values: pl.DataFrame
-    columns: Mapping[tuple[int, str], str]  # (request, feature) -> its column in values
+    values: Mapping[tuple[int, str], list[Any]]
+    types: Mapping[tuple[int, str], pl.DataType]
     found: list[list[bool]]
     newest_event_ms: list[list[int | None]]
 
     def column(self, request: int, feature: str) -> pl.Series:
-        return self.values.get_column(self.columns[(request, feature)]).alias(feature)
+        key = (request, feature)
+        return pl.Series(feature, self.values[key], dtype=self.types[key])
 
     def frame(self, request: int, features: Sequence[str]) -> pl.DataFrame:
         """One request's features, named as asked."""
         return pl.DataFrame([self.column(request, f) for f in features])
-
-
-@dataclass(frozen=True)
-class _ReadPlan:
-    """How one request shape (views and features) is read: the compiled `WindowRead`
-    over every view's windows, the output columns per view, and each view's record slot
-    padding for ``read.lua``."""
-
-    read: WindowRead
-    columns: dict[tuple[int, str], str]  # (request, feature) -> `WindowRead.column`
-    padding: tuple[tuple[str, str], ...]
-    carry: tuple[pl.Expr, ...]  # per view: tiles held (``__tiles<i>``), newest event time
-
-    @classmethod
-    def of(cls, requests: Sequence[tuple[FeatureView, Sequence[str]]]) -> _ReadPlan:
-        specs: list[tuple[Window, dict[str, list[Aggregation]]]] = []
-        sources: list[int] = []
-        sketched: set[str] = set()
-        index: dict[tuple[int, Window], int] = {}
-        for i, (view, features) in enumerate(requests):
-            named = _source_prefix(i)
-            wanted = [view.feature(name) for name in features]
-            for f in sorted(wanted, key=lambda f: (f.window.tile_ms, f.window.length_ms)):
-                if (i, f.window) not in index:
-                    index[(i, f.window)] = len(specs)
-                    specs.append((f.window, {}))
-                    sources.append(i)
-                aggs = specs[index[(i, f.window)]][1].setdefault(named + f.column, [])
-                if f.function not in aggs:
-                    aggs.append(f.function)
-            sketched |= {named + n for n, v in view.values.items() if v.distinct}
-        read = WindowRead.of(specs, sketched, sources)
-        columns = {}
-        for i, (view, features) in enumerate(requests):
-            for f in (view.feature(name) for name in features):
-                column = read.column(index[(i, f.window)], _source_prefix(i) + f.column, f.function)
-                columns[(i, f.name)] = column
-        widths = [record_width(view) for view, _ in requests]
-        padding = tuple(
-            ("," * sum(widths[:i]), "," * sum(widths[i + 1 :])) for i in range(len(requests))
-        )
-        carry = []
-        for i, (view, _) in enumerate(requests):
-            times = [
-                pl.col(partial_column(_source_prefix(i) + n, "last_time")) for n in view.values
-            ]
-            carry += [(pl.col(SOURCE) == i).sum().alias(f"__tiles{i}"),
-                      pl.max_horizontal(times).max().alias(f"__newest{i}")]  # fmt: skip
-        return cls(read, columns, padding, tuple(carry))
-
-
-def _source_prefix(index: int) -> str:
-    return f"s{index}."
 
 
 def _sha(script: str) -> str:

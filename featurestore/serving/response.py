@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -39,17 +40,20 @@ class ViewState:
 
     name: str
     version: int
-    status: pl.Series  # PRESENT / NOT_FOUND / EXPIRED per row
-    freshness_s: pl.Series  # Float64 seconds, null when nothing is held
-    newest_event_ms: pl.Series  # Int64 epoch ms, null when nothing is held
+    status: list[str]  # PRESENT / NOT_FOUND / EXPIRED per row
+    freshness_s: list[float | None]  # seconds, None when nothing is held
+    newest_event_ms: list[int | None]  # epoch ms, None when nothing is held
 
 
 @dataclass(frozen=True)
 class OnlineFeatures:
-    """Feature values of a batch of entity rows at one request time, in request order."""
+    """Feature values of a batch of entity rows at one request time, in request order.
+    Values are plain Python lists; the Polars, Arrow and pandas forms are built only
+    when asked for (`to_polars`)."""
 
     entities: pl.DataFrame  # the join key columns, one row per entity row asked
-    values: pl.DataFrame  # one column per requested feature, in request order
+    columns: dict[str, list[Any]]  # one list per requested feature, in request order
+    types: dict[str, pl.DataType]  # each feature's Polars type
     resolved: Resolved
     views: tuple[ViewState, ...]  # per request of `resolved`
     at_ms: int
@@ -69,23 +73,17 @@ class OnlineFeatures:
                 else PRESENT
                 for held, age in zip(found, ages, strict=True)
             ]  # fmt: skip
-            views.append(
-                ViewState(
-                    view.name,
-                    view.version,
-                    pl.Series("status", status, dtype=pl.String),
-                    pl.Series(
-                        "freshness_s",
-                        [None if a is None else a / 1000 for a in ages],
-                        dtype=pl.Float64,
-                    ),
-                    pl.Series("newest_event_ms", newest, dtype=pl.Int64),
-                )
-            )
-        values = pl.DataFrame(
-            [lookup.column(out.request, out.feature).alias(out.name) for out in resolved.outputs]
-        )
-        return cls(entities, values, resolved, tuple(views), at_ms)
+            freshness = [None if a is None else a / 1000 for a in ages]
+            views.append(ViewState(view.name, view.version, status, freshness, list(newest)))
+        columns = {out.name: lookup.values[(out.request, out.feature)] for out in resolved.outputs}
+        types = {out.name: lookup.types[(out.request, out.feature)] for out in resolved.outputs}
+        return cls(entities, columns, types, resolved, tuple(views), at_ms)
+
+    @cached_property
+    def values(self) -> pl.DataFrame:
+        """The features as a frame, one column per requested feature."""
+        return pl.DataFrame([pl.Series(name, column, dtype=self.types[name])
+                             for name, column in self.columns.items()])  # fmt: skip
 
     @property
     def feature_names(self) -> list[str]:
@@ -107,15 +105,15 @@ class OnlineFeatures:
                     pl.repeat(state.version, self.values.height, dtype=pl.Int64, eager=True).alias(
                         f"{label}__version"
                     ),
-                    state.status.alias(f"{label}__status"),
-                    state.freshness_s.alias(f"{label}__freshness_s"),
+                    pl.Series(f"{label}__status", state.status, dtype=pl.String),
+                    pl.Series(f"{label}__freshness_s", state.freshness_s, dtype=pl.Float64),
                 ]
             frame = frame.with_columns(extra)
         return frame
 
     def to_dict(self) -> dict[str, list[Any]]:
         """Join keys and feature names to lists of values, as Feast's ``to_dict``."""
-        return self.to_polars().to_dict(as_series=False)
+        return {**self.entities.to_dict(as_series=False), **self.columns}
 
     def to_arrow(self) -> pa.Table:
         return self.to_polars().to_arrow()
@@ -125,10 +123,10 @@ class OnlineFeatures:
 
     def status(self, name: str) -> list[str]:
         """The status of one output feature per entity row."""
-        return self._state_of(name).status.to_list()
+        return list(self._state_of(name).status)
 
     def freshness(self, name: str) -> list[float | None]:
-        return self._state_of(name).freshness_s.to_list()
+        return list(self._state_of(name).freshness_s)
 
     def version(self, name: str) -> int:
         return self._state_of(name).version
@@ -138,7 +136,7 @@ class OnlineFeatures:
         statuses, freshness and view version."""
         at = datetime.fromtimestamp(self.at_ms / 1000, UTC).isoformat().replace("+00:00", "Z")
         features = []
-        for out, column in zip(self.resolved.outputs, self.values.iter_columns(), strict=True):
+        for out in self.resolved.outputs:
             state = self.views[out.request]
             features.append(
                 {
@@ -146,9 +144,9 @@ class OnlineFeatures:
                     "ref": out.ref,
                     "view": state.name,
                     "version": state.version,
-                    "values": column.to_list(),
-                    "statuses": state.status.to_list(),
-                    "freshness_seconds": state.freshness_s.to_list(),
+                    "values": self.columns[out.name],
+                    "statuses": state.status,
+                    "freshness_seconds": state.freshness_s,
                 }
             )
         body: dict[str, Any] = {

@@ -270,7 +270,7 @@ def _routes(app: FastAPI) -> None:
             "status": state.status[0],
             "freshness_seconds": state.freshness_s[0],
             "at": found.body()["at"],
-            "features": found.values.row(0, named=True),
+            "features": {name: column[0] for name, column in found.columns.items()},
         }
 
     @app.get("/views", summary="The feature views and feature services served")

@@ -14,12 +14,10 @@ from featurestore.features import (
     AGGREGATIONS,
     Value,
     Window,
-    WindowRead,
     as_of,
     merge_partials,
     tile_partials,
     window_values,
-    windows_at,
 )
 
 ALL = {"x": AGGREGATIONS}
@@ -120,28 +118,3 @@ def test_online_offline_and_oracle_agree(
         expected = oracle(evs, user, t, window)
         assert {k: online[k] for k in expected} == expected
         assert {k: direct[k] for k in expected} == expected
-
-
-@settings(max_examples=60, deadline=None)
-@given(scenarios(), st.sampled_from([1, 2, 3]))
-def test_one_pass_read_of_several_windows_equals_one_window_at_a_time(
-    scenario: tuple[Window, list[Event], list[tuple[str, int]], int], extra_tiles: int
-) -> None:
-    window, evs, queries, _ = scenario
-    other = Window(window.tile_ms * 2 * extra_tiles, window.tile_ms * 2)
-    at = max([t for _, t in queries] + [e.time for e in evs] + [0])
-    specs = [(window, {"x": list(AGGREGATIONS)}), (other, {"x": ["sum", "last", "distinct"]})]
-    tiles = [
-        tile_partials(frame(evs), ENTITY, "ts", VALUES, w.tile_ms).with_columns(
-            pl.lit(w.tile_ms, pl.Int64).alias("g")
-        )
-        for w, _ in specs
-    ]
-    partials = pl.concat(tiles)
-    rows = pl.DataFrame({"user": ["a", "b", "c"]})
-    read = WindowRead.of(specs, {"x"})
-    one_pass = windows_at(partials.lazy(), "user", rows.lazy(), at, read, tile_ms_col="g").collect()
-    for i, (w, aggs) in enumerate(specs):
-        alone = window_values(tiles[i].drop("g"), ENTITY, at, w, aggs, rows=rows)
-        for agg in aggs["x"]:
-            assert one_pass[read.column(i, "x", agg)].to_list() == alone[f"x__{agg}"].to_list()

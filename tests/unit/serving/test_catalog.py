@@ -140,8 +140,8 @@ def test_statuses_freshness_and_conversions(catalog: Catalog) -> None:
     resolved = catalog.resolve(["spend:amount_sum_1h", "places:merchant_count_1h"])
     at, ttl = 100 * 3_600_000, SPEND2.ttl_ms
     lookup = Lookup(
-        values=pl.DataFrame({"a": [5.0, 0.0, 0.0], "b": [2, 0, 0]}),
-        columns={(0, "amount_sum_1h"): "a", (1, "merchant_count_1h"): "b"},
+        values={(0, "amount_sum_1h"): [5.0, 0.0, 0.0], (1, "merchant_count_1h"): [2, 0, 0]},
+        types={(0, "amount_sum_1h"): pl.Float64(), (1, "merchant_count_1h"): pl.Int64()},
         found=[[True, False, True], [True, False, False]],
         newest_event_ms=[[at - 1500, None, at - ttl - 1], [at - 500, None, None]],
     )
