@@ -250,7 +250,8 @@ class _Run:
             self.matrices.append(matrix)
             self.found.append((np.bincount(row_of, minlength=n_rows) > 0).tolist())
             self.newest.append(_newest(record, matrix, row_of, n_rows))
-            where = np.searchsorted(table.tiles_ms, matrix[:, 0]).clip(0, len(table.tiles_ms) - 1)
+            where = np.minimum(np.searchsorted(table.tiles_ms, matrix[:, 0]),
+                               len(table.tiles_ms) - 1)  # fmt: skip
             age = np.floor_divide(at, matrix[:, 0]) - matrix[:, 1]
             keep = np.flatnonzero((table.tiles_ms[where] == matrix[:, 0]) & (age >= 0)
                                   & (age < table.depths[where]))  # fmt: skip
@@ -387,10 +388,15 @@ class _Run:
 def _newest(
     record: Record, matrix: np.ndarray, row_of: np.ndarray, n_rows: int
 ) -> list[int | None]:
-    """Per row, the newest event time of any of its values (None when none)."""
+    """Per row, the newest event time of any of its values (None when none). A reply's
+    records come row after row (rows never decrease), so each row's records are one run."""
+    newest: list[int | None] = [None] * n_rows
     if not len(matrix):
-        return [None] * n_rows
-    columns = [record.slots[(n, "last_time")] for n in record.names]
-    newest = np.full(n_rows, np.nan)
-    np.fmax.at(newest, row_of, np.fmax.reduce(matrix[:, columns], axis=1))
-    return [None if t != t else int(t) for t in newest.tolist()]  # noqa: PLR0124
+        return newest
+    times = np.fmax.reduce(matrix[:, [record.slots[(n, "last_time")] for n in record.names]],
+                           axis=1)  # fmt: skip
+    starts = np.flatnonzero(np.diff(row_of, prepend=-1))
+    for row, t in zip(row_of[starts].tolist(), np.fmax.reduceat(times, starts).tolist(),
+                      strict=True):  # fmt: skip
+        newest[row] = None if t != t else int(t)  # noqa: PLR0124
+    return newest

@@ -96,6 +96,7 @@ class RedisOnlineStore:
         self._scripts_loaded = False  # by this store: a later NOSCRIPT means Redis lost them
         self._text: dict[tuple[str, int], set[str]] = {}
         self._plans: dict[Any, LookupPlan] = {}
+        self._types: dict[int, dict[tuple[int, str], pl.DataType]] = {}  # per plan's id
 
     def _load_scripts(self) -> None:
         if self._scripts_loaded:
@@ -353,11 +354,7 @@ class RedisOnlineStore:
                     values.setdefault((i, feature.name), []).extend(column)
                 found[i] += held[i]
                 newest[i] += times[i]
-        types = {(i, f.name): _dtype(f.function, f.column, record)
-                 for i, (record, features) in enumerate(zip(plan.records, plan.features,
-                                                            strict=True))
-                 for f in features}  # fmt: skip
-        return Lookup(values, types, found, newest)
+        return Lookup(values, self._types[id(plan)], found, newest)
 
     def _plan(self, requests: tuple[tuple[FeatureView, tuple[str, ...]], ...]) -> LookupPlan:
         """The small-read plan of these requests, compiled once per shape."""
@@ -369,6 +366,12 @@ class RedisOnlineStore:
                 [(view, features, Record(view, text))
                  for (view, features), text in zip(requests, texts, strict=True)]
             )  # fmt: skip
+            self._types[id(cached)] = {
+                (i, f.name): _dtype(f.function, f.column, record)
+                for i, (record, features) in enumerate(zip(cached.records, cached.features,
+                                                           strict=True))
+                for f in features
+            }  # fmt: skip
         return cached
 
 
