@@ -57,13 +57,13 @@ class Watch:
     def due(self, now_ms: int) -> bool:
         return now_ms >= self.next_check_ms
 
-    def check(self, now_ms: int, lag: dict[str, int]) -> None:
+    def check(self, now_ms: int, lag: dict[str, int], *, flush_timeout: float = 5.0) -> None:
         self.next_check_ms = now_ms + self.interval_ms
         self._refresh()
         self.health.check(now_ms, lag)
         for drift in self.drifts.values():
             drift.check(now_ms)
-        self.alerts.flush(5.0)
+        self.alerts.flush(flush_timeout)
 
     def _refresh(self) -> None:
         """Watch the active version of each view that has a baseline."""

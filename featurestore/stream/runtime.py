@@ -69,6 +69,7 @@ from featurestore.stream.watermarks import Watermarks
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+FINAL_FLUSH_S = 30.0  # how long the last monitoring check waits for its alerts to be delivered
 RETRYABLE = (
     RegistryUnavailableError,
     TransientCommitError,
@@ -314,7 +315,10 @@ class ConsumerRuntime:
         assert self.watch is not None
         watch, now_ms = self.watch, int(self.clock() * 1000)
         try:
-            watch.check(now_ms, self._lag())
+            # The alerts of the last check are the process's last word: wait for their
+            # delivery longer than a batch's check does (a broker still loading its
+            # producer-id coordinator answers "retry" for several seconds).
+            watch.check(now_ms, self._lag(), flush_timeout=FINAL_FLUSH_S)
         except Exception:  # shutting down: report, do not mask why we stop
             log.exception("the final monitoring check failed")
 
