@@ -82,6 +82,14 @@ class _NumpyOps:
 _NUMPY = _NumpyOps()
 
 
+@dataclass(frozen=True)
+class _FinishArrays:
+    tiles: np.ndarray
+    windows: np.ndarray  # tiles as a column
+    latest: np.ndarray
+    columns: dict[str, np.ndarray]
+
+
 @dataclass
 class _Finish:
     """The features of one aggregation (of a numeric result), finished together."""
@@ -90,6 +98,17 @@ class _Finish:
     tiles: list[int] = field(default_factory=list)  # window tiles
     columns: dict[str, list[int]] = field(default_factory=dict)  # part -> dense column
     latest: list[int] = field(default_factory=list)  # latest value index, for `last`
+    _arrays: _FinishArrays | None = None
+
+    def arrays(self) -> _FinishArrays:
+        """The same as numpy arrays, made once."""
+        if self._arrays is None:
+            tiles = np.array(self.tiles, dtype=np.int64)
+            self._arrays = _FinishArrays(
+                tiles, tiles[:, None], np.array(self.latest, dtype=np.int64),
+                {p: np.array(c, dtype=np.int64) for p, c in self.columns.items()},
+            )  # fmt: skip
+        return self._arrays
 
     def add(
         self, output: tuple[int, int], feature: Feature,
@@ -248,10 +267,16 @@ class _Run:
             row_of = np.asarray(rows, dtype=np.int64)
             self.records.append(records)
             self.matrices.append(matrix)
-            self.found.append((np.bincount(row_of, minlength=n_rows) > 0).tolist())
-            self.newest.append(_newest(record, matrix, row_of, n_rows))
-            where = np.minimum(np.searchsorted(table.tiles_ms, matrix[:, 0]),
-                               len(table.tiles_ms) - 1)  # fmt: skip
+            found = [False] * n_rows
+            for row in rows:
+                found[row] = True
+            self.found.append(found)
+            self.newest.append(_newest(record, matrix, rows, n_rows))
+            if len(table.tiles_ms) == 1:
+                where = np.zeros(len(matrix), dtype=np.int64)
+            else:
+                where = np.minimum(np.searchsorted(table.tiles_ms, matrix[:, 0]),
+                                   len(table.tiles_ms) - 1)  # fmt: skip
             age = np.floor_divide(at, matrix[:, 0]) - matrix[:, 1]
             keep = np.flatnonzero((table.tiles_ms[where] == matrix[:, 0]) & (age >= 0)
                                   & (age < table.depths[where]))  # fmt: skip
@@ -280,9 +305,11 @@ class _Run:
             if hi > lo:
                 dense[lo:hi] = accumulate(dense[lo:hi], axis=2)
         self.dense = dense
-        held = dense[plan.raw["count"]] > 0 if len(plan.latest_owner) else None
-        self.held_age = held.argmax(axis=2) if held is not None else None
-        self.held_any = held.any(axis=2) if held is not None else None
+        self.held_age: np.ndarray | None = None
+        self.held_any: np.ndarray | None = None
+        if plan.latest_owner:  # per latest value and row: the newest age holding a value
+            held_tiles = dense[plan.raw["count"]] > 0
+            self.held_age, self.held_any = held_tiles.argmax(axis=2), held_tiles.any(axis=2)
         self.which = which
         self.spans: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -303,21 +330,20 @@ class _Run:
         return out, self.found, self.newest
 
     def _parts(self, finish: _Finish) -> Any:
-        tiles = np.minimum(np.array(finish.tiles), self.depth) - 1
-        windows = np.array(finish.tiles)[:, None]
-        rows = np.arange(self.n_rows)[None, :]
+        arrays = finish.arrays()
+        tiles = np.minimum(arrays.tiles, self.depth) - 1
 
         def part(p: str) -> np.ndarray:
             if p in spec.LATEST:
                 assert self.held_age is not None
                 assert self.held_any is not None
-                values = np.array(finish.latest)
-                age = self.held_age[values]
-                inside = self.held_any[values] & (age < windows)
-                taken = self.dense[self.plan.raw[p][values][:, None], rows, age]
+                age = self.held_age[arrays.latest]
+                inside = self.held_any[arrays.latest] & (age < arrays.windows)
+                rows = np.arange(self.n_rows)[None, :]
+                taken = self.dense[self.plan.raw[p][arrays.latest][:, None], rows, age]
                 out: np.ndarray = np.where(inside, taken, np.nan)
                 return out
-            merged: np.ndarray = self.dense[np.array(finish.columns[p]), :, tiles]
+            merged: np.ndarray = self.dense[arrays.columns[p], :, tiles]
             return merged + 0.0 if p in ("sum", "sumsq") else merged  # a -0.0 fold is 0.0
 
         return part
@@ -386,17 +412,15 @@ class _Run:
 
 
 def _newest(
-    record: Record, matrix: np.ndarray, row_of: np.ndarray, n_rows: int
+    record: Record, matrix: np.ndarray, rows: Sequence[int], n_rows: int
 ) -> list[int | None]:
-    """Per row, the newest event time of any of its values (None when none). A reply's
-    records come row after row (rows never decrease), so each row's records are one run."""
+    """Per row, the newest event time of any of its values (None when none)."""
     newest: list[int | None] = [None] * n_rows
     if not len(matrix):
         return newest
-    times = np.fmax.reduce(matrix[:, [record.slots[(n, "last_time")] for n in record.names]],
-                           axis=1)  # fmt: skip
-    starts = np.flatnonzero(np.diff(row_of, prepend=-1))
-    for row, t in zip(row_of[starts].tolist(), np.fmax.reduceat(times, starts).tolist(),
-                      strict=True):  # fmt: skip
-        newest[row] = None if t != t else int(t)  # noqa: PLR0124
+    columns = [record.slots[(n, "last_time")] for n in record.names]
+    for row, t in zip(rows, np.fmax.reduce(matrix[:, columns], axis=1).tolist(), strict=True):
+        seen = newest[row]
+        if t == t and (seen is None or t > seen):  # noqa: PLR0124 - NaN: no value
+            newest[row] = int(t)
     return newest
