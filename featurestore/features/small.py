@@ -153,6 +153,7 @@ class LookupPlan:
     distinct: list[tuple[int, int, int, int]]  # (request, feature, sketch, tiles)
     n_sketches: int
     n_columns: int
+    _texts: dict[int, tuple[list[int], np.ndarray, np.ndarray, np.ndarray]] | None = None
 
     @property
     def cells_per_row(self) -> int:
@@ -205,6 +206,20 @@ class LookupPlan:
         owners = [(i, value) for (i, _, value) in latest]
         return cls([r for _, _, r in requests], features, tables, laws, raw, finishes, texts,
                    owners, distinct, len(sketches), len(ordered))  # fmt: skip
+
+    def texts_by_request(self) -> dict[int, tuple[list[int], np.ndarray, np.ndarray, np.ndarray]]:
+        """Per request, its text ``last`` features: (feature indices, latest values,
+        window tiles, text slots in the record), made once."""
+        if self._texts is None:
+            grouped: dict[int, list[tuple[int, int, int, int]]] = {}
+            for i, j, value, tiles in self.texts:
+                slot = self.records[i].texts.index(self.latest_owner[value][1])
+                grouped.setdefault(i, []).append((j, value, tiles, slot))
+            self._texts = {}
+            for i, rows in grouped.items():
+                self._texts[i] = ([r[0] for r in rows], np.array([r[1] for r in rows]),
+                                  np.array([r[2] for r in rows]), np.array([r[3] for r in rows]))  # fmt: skip
+        return self._texts
 
     def run(
         self, replies: Sequence[tuple[Sequence[bytes], Sequence[int]]], n_rows: int, at: int
@@ -323,8 +338,9 @@ class _Run:
             for (i, j), column in zip(finish.outputs, values.tolist(), strict=True):
                 out[i][j] = ([int(v) for v in column] if integers
                              else [None if v != v else v for v in column])  # noqa: PLR0124  # fmt: skip
-        for i, j, value, tiles in plan.texts:
-            out[i][j] = self._texts(i, value, tiles)
+        for i, (outputs, values, tiles, slots) in plan.texts_by_request().items():
+            for j, column in zip(outputs, self._texts(i, values, tiles, slots), strict=True):
+                out[i][j] = column
         if plan.distinct:
             self._distinct(out)
         return out, self.found, self.newest
@@ -348,23 +364,30 @@ class _Run:
 
         return part
 
-    def _texts(self, request: int, value: int, tiles: int) -> list[str | None]:
-        assert self.held_age is not None
-        assert self.held_any is not None
-        age, has = self.held_age[value], self.held_any[value]
-        chosen = self.which[value, np.arange(self.n_rows), age]
-        inside = (has & (age < tiles)).tolist()
+    def _texts(
+        self, request: int, values: np.ndarray, tiles: np.ndarray, slots: np.ndarray
+    ) -> list[list[str | None]]:
+        """The text ``last`` features of one request, all at once: latest values
+        ``values`` over windows of ``tiles`` tiles, at text slots ``slots``."""
         record, records = self.plan.records[request], self.records[request]
         if not records:
-            return [None] * self.n_rows
+            return [[None] * self.n_rows for _ in values]
+        assert self.held_age is not None
+        assert self.held_any is not None
+        age = self.held_age[values]  # (features, rows)
+        inside = (self.held_any[values] & (age < tiles[:, None])).tolist()
+        chosen = self.which[values[:, None], np.arange(self.n_rows)[None, :], age]
         if request not in self.spans:
             self.spans[request] = record.text_spans(self.matrices[request])
         starts, lengths = self.spans[request]
-        k = record.texts.index(self.plan.latest_owner[value][1])
         safe = np.maximum(chosen, 0)
-        begins, sizes = starts[safe, k].tolist(), lengths[safe, k].tolist()
-        picks = zip(chosen.tolist(), begins, sizes, inside, strict=True)
-        return [record.text(records[r], b, n) if ok else None for r, b, n, ok in picks]
+        at_slot = slots[:, None]
+        begins, sizes = starts[safe, at_slot].tolist(), lengths[safe, at_slot].tolist()
+        out = []
+        for picks in zip(chosen.tolist(), begins, sizes, inside, strict=True):
+            out.append([record.text(records[r], b, n) if ok else None
+                        for r, b, n, ok in zip(*picks, strict=True)])  # fmt: skip
+        return out
 
     def _distinct(self, out: list[list[list[Any]]]) -> None:
         """Every distinct count at once: (sketch, row, hash) kept at its newest age."""
