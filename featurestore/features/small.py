@@ -217,8 +217,8 @@ class LookupPlan:
                 grouped.setdefault(i, []).append((j, value, tiles, slot))
             self._texts = {}
             for i, rows in grouped.items():
-                values, tiles, slots = (np.array([r[k] for r in rows]) for k in (1, 2, 3))
-                self._texts[i] = ([r[0] for r in rows], values, tiles, slots)
+                values, windows, slots = (np.array([r[k] for r in rows]) for k in (1, 2, 3))
+                self._texts[i] = ([r[0] for r in rows], values, windows, slots)
         return self._texts
 
     def run(
