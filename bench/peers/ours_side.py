@@ -11,8 +11,9 @@ Parts (results as marked JSON lines, see protocol.py):
   online-load   bench/online.py's payment history of the cards applied to Redis (the 5 views
                 x 10 features of bench/card_views.py); the 50 values each card has at the
                 end of the history, per view, as Parquet for Feast; the lookup sets
-  online        a lookup worker: "sdk" times FeatureClient.get_online_features over the
-                lookup sets for some seconds, "values" answers at a fixed time
+  online        a lookup worker: "sdk" times FeatureClient.get_online_features(...).to_dict()
+                (as Feast's side times its own) over the lookup sets for some seconds,
+                "values" answers at a fixed time
   pit-prepare   bench/offline.py's payment history as Parquet events (EventWriter); a
                 feature table per view for Feast (our 10 values of the view at every event,
                 one row per card and event time); the entity rows (random cards at random
@@ -213,7 +214,9 @@ def online_worker(s: dict[str, Any]) -> None:
             while clock() < end:
                 cards, i = pool[i % len(pool)], i + 1
                 began = clock()
-                client.get_online_features({"card_id": cards}, refs, full_feature_names=True)
+                # .to_dict(), as Feast's side times it: the answer as Python values.
+                client.get_online_features({"card_id": cards}, refs,
+                                           full_feature_names=True).to_dict()  # fmt: skip
                 samples.append((clock() - began) * 1000)
             emit("samples", ms=samples)
         elif op == "values":

@@ -35,7 +35,7 @@ import numpy as np
 
 from featurestore.features import spec
 from featurestore.features.definitions import Feature, FeatureView
-from featurestore.features.sketch import SCALE, K
+from featurestore.features.sketch import HASH_BITS, SCALE, K
 
 if TYPE_CHECKING:  # the online store's record format, which passes its Record in
     from featurestore.online.layout import Record
@@ -44,6 +44,8 @@ _LAWS = ("add", "min", "max", "raw")  # column order in the dense array
 _RAW = ("count", *spec.LATEST)  # a latest value's columns, as stored (not accumulated)
 _INTEGERS = frozenset({"count", "distinct"})
 _LAW = {p.name: p.merge for p in spec.PARTS}
+_SHIFT = np.uint64(HASH_BITS)  # sketch hashes are below 2**HASH_BITS
+_PACKED_CELLS = 1 << 11  # (sketch, row) cells that fit above a hash in 64 bits
 
 
 class _NumpyOps:
@@ -206,6 +208,11 @@ class LookupPlan:
         owners = [(i, value) for (i, _, value) in latest]
         return cls([r for _, _, r in requests], features, tables, laws, raw, finishes, texts,
                    owners, distinct, len(sketches), len(ordered))  # fmt: skip
+
+    def distinct_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct features' sketches and window tiles, as arrays."""
+        return (np.array([s for _, _, s, _ in self.distinct], dtype=np.int64),
+                np.array([t for _, _, _, t in self.distinct], dtype=np.int64))  # fmt: skip
 
     def texts_by_request(self) -> dict[int, tuple[list[int], np.ndarray, np.ndarray, np.ndarray]]:
         """Per request, its text ``last`` features: (feature indices, latest values,
@@ -412,22 +419,29 @@ class _Run:
         else:
             sketch = row = age = np.zeros(0, dtype=np.int64)
             hashes = np.zeros(0, dtype=np.uint64)
-        order = np.lexsort((age, hashes, row, sketch))
-        sketch, row, hashes, age = sketch[order], row[order], hashes[order], age[order]
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = ((sketch[1:] != sketch[:-1]) | (row[1:] != row[:-1])
-                     | (hashes[1:] != hashes[:-1]))  # fmt: skip
-        sketch, row, hashes, age = sketch[first], row[first], hashes[first], age[first]
-        cell = (sketch * n_rows + row) * depth + age
-        counts = np.bincount(cell, minlength=plan.n_sketches * n_rows * depth)
+        # (sketch, row) as one cell number; hashes ascend within a cell after the sort.
+        owner = sketch * n_rows + row
+        if plan.n_sketches * n_rows <= _PACKED_CELLS:  # cell and hash in one 64-bit key
+            key = (owner.astype(np.uint64) << _SHIFT) | hashes
+            order = np.lexsort((age, key))
+            key, owner, hashes, age = key[order], owner[order], hashes[order], age[order]
+            first = np.ones(len(order), dtype=bool)
+            np.not_equal(key[1:], key[:-1], out=first[1:])
+        else:
+            order = np.lexsort((age, hashes, owner))
+            owner, hashes, age = owner[order], hashes[order], age[order]
+            first = np.ones(len(order), dtype=bool)
+            first[1:] = (owner[1:] != owner[:-1]) | (hashes[1:] != hashes[:-1])
+        owner, hashes, age = owner[first], hashes[first], age[first]
+        counts = np.bincount(owner * depth + age, minlength=plan.n_sketches * n_rows * depth)
         running = counts.reshape(plan.n_sketches, n_rows, depth).cumsum(axis=2)
-        asked = np.array([s for _, _, s, _ in plan.distinct])
-        tiles = np.minimum(np.array([t for _, _, _, t in plan.distinct]), depth) - 1
+        asked, windows = plan.distinct_arrays()
+        tiles = np.minimum(windows, depth) - 1
         size = running[asked, :, tiles].astype(np.float64)  # (features, rows)
         kth = np.zeros_like(size)
         for f, r in zip(*np.nonzero(size >= K), strict=True):
-            # Beyond K: the K-th smallest hash of the window (hashes ascend per row).
-            inside = (sketch == asked[f]) & (row == r) & (age <= tiles[f])
+            # Beyond K: the K-th smallest hash of the window (hashes ascend per cell).
+            inside = (owner == asked[f] * n_rows + r) & (age <= tiles[f])
             kth[f, r] = float(hashes[inside][K - 1])
         values = _NUMPY.estimate((size, kth))
         for (i, j, _, _), column in zip(plan.distinct, values.tolist(), strict=True):

@@ -213,7 +213,7 @@ class Record:
         """Per record (row of ``matrix``) and text value: where its ``last`` starts in
         the record, and its length in bytes (NaN when null)."""
         lengths = matrix[:, [self.slots[(n, "last")] for n in self.texts]]
-        known = np.nan_to_num(lengths, nan=0.0)
+        known = np.where(np.isnan(lengths), 0.0, lengths)
         sizes = matrix[:, [self.slots[(n, "size")] for n in self.sketched]].sum(axis=1)
         base = 8 * (self.width + sizes)
         starts = base[:, None] + np.cumsum(known, axis=1) - known

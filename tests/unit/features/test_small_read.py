@@ -8,10 +8,11 @@ import struct
 from typing import Any
 
 import polars as pl
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from featurestore.features import tile_partials, window_values
+from featurestore.features import small, tile_partials, window_values
 from featurestore.features.aggregates import merge_partials
 from featurestore.features.definitions import FeatureView
 from featurestore.features.sketch import K
@@ -138,8 +139,12 @@ def test_records_round_trip(rows: list[Any]) -> None:
         assert again.to_dicts() == tiles.drop("card").select(again.columns).to_dicts()
 
 
-def test_a_sketch_past_k_estimates_alike() -> None:
-    """More than K distinct values: the K-th hash path of both executions."""
+@pytest.mark.parametrize("packed", [True, False])
+def test_a_sketch_past_k_estimates_alike(packed: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More than K distinct values: the K-th hash path of both executions, with the
+    (cell, hash) pairs sorted as one packed key and, for many rows, as two keys."""
+    if not packed:
+        monkeypatch.setattr(small, "_PACKED_CELLS", 0)
     n = 3 * K
     events = pl.DataFrame(
         {"card": ["a"] * n, "ts": [i * 1000 for i in range(n)], "x": [float(i) for i in range(n)],
