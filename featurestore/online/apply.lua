@@ -6,7 +6,10 @@
 -- ARGV[1]  key TTL in ms
 -- ARGV[2]  value kinds, one char per value: 'p' plain, 's' with a sketch, 't' text,
 --          'u' text with a sketch
--- ARGV[3]  segment count      ARGV[4] prune count      ARGV[5] sketch size K
+-- ARGV[3]  the merge law of each part of a value, in record order (layout.LAWS): 'a' add,
+--          'n' min, 'x' max, and of the latest value: 'v' the value, 't' its time,
+--          'o' its offset
+-- ARGV[4]  segment count      ARGV[5] prune count      ARGV[6] sketch size K
 -- then per segment:  offset field, min offset, max offset, tile field, record
 -- then per prune:    tile field prefix ("<g>,"), oldest tile index to keep
 --
@@ -15,11 +18,14 @@
 -- caller then resends that entity one event per segment. Nothing is written before
 -- every segment is classified, so -1 leaves the hash untouched.
 local key = KEYS[1]
-local kinds = ARGV[2]
-local nseg, nprune, K = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local BASE = 6
+local kinds, laws = ARGV[2], ARGV[3]
+local nseg, nprune, K = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local BASE = 7
 local PRUNE_EVERY = 8
-local HEADER, NPARTS = 2, 8
+local HEADER, NPARTS = 2, #laws
+-- where the latest value, its time and its offset sit among a value's parts (0-based)
+local VALUE, TIME, OFFSET = string.find(laws, 'v') - 1, string.find(laws, 't') - 1,
+  string.find(laws, 'o') - 1
 
 local applied = {}
 for i = 0, nseg - 1 do
@@ -43,9 +49,8 @@ local FIXED = '<' .. string.rep('d', WIDTH)
 
 -- A NaN is null; NaN ~= NaN.
 local function null(x) return x ~= x end
-local NAN = 0 / 0
 
--- slot of part p (0-based, spec.PARTS order) of value v (1-based), 1-based in fixed
+-- slot of part p (0-based, in `laws` order) of value v (1-based), 1-based in fixed
 local function slot(v, p) return HEADER + (v - 1) * NPARTS + p + 1 end
 
 -- A record as {fixed = {...}, sketch = {[v] = {hashes}}, text = {[v] = bytes}}.
@@ -65,7 +70,7 @@ local function decode(record)
     sketch[v] = hashes
   end
   for _, v in ipairs(texts) do
-    local len = fixed[slot(v, 5)]
+    local len = fixed[slot(v, VALUE)]
     if null(len) then text[v] = '' else
       text[v] = string.sub(record, pos, pos + len - 1)
       pos = pos + len
@@ -117,18 +122,17 @@ end
 local function merge(a, b)
   local x, y = a.fixed, b.fixed
   for v = 1, nvalues do
-    x[slot(v, 0)] = x[slot(v, 0)] + y[slot(v, 0)]
-    x[slot(v, 1)] = add(x[slot(v, 1)], y[slot(v, 1)])
-    x[slot(v, 2)] = add(x[slot(v, 2)], y[slot(v, 2)])
-    x[slot(v, 3)] = pick(x[slot(v, 3)], y[slot(v, 3)], lt)
-    x[slot(v, 4)] = pick(x[slot(v, 4)], y[slot(v, 4)], gt)
-    local at, bt = x[slot(v, 6)], y[slot(v, 6)]
+    local at, bt = x[slot(v, TIME)], y[slot(v, TIME)]
     local newer = not null(bt) and (null(at) or bt > at or
-      (bt == at and y[slot(v, 7)] > x[slot(v, 7)]))
-    if newer then
-      for p = 5, 7 do x[slot(v, p)] = y[slot(v, p)] end
-      if a.text[v] ~= nil then a.text[v] = b.text[v] end
+      (bt == at and y[slot(v, OFFSET)] > x[slot(v, OFFSET)]))
+    for p = 0, NPARTS - 1 do
+      local law, i = string.sub(laws, p + 1, p + 1), slot(v, p)
+      if law == 'a' then x[i] = add(x[i], y[i])
+      elseif law == 'n' then x[i] = pick(x[i], y[i], lt)
+      elseif law == 'x' then x[i] = pick(x[i], y[i], gt)
+      elseif newer then x[i] = y[i] end  -- 'v', 't', 'o': the latest's three parts
     end
+    if newer and a.text[v] ~= nil then a.text[v] = b.text[v] end
   end
   for i, v in ipairs(sketched) do
     local merged = union(a.sketch[v], b.sketch[v])

@@ -43,9 +43,15 @@ import polars as pl
 from featurestore.errors import ConfigError
 from featurestore.features.aggregates import TILE, partial_column
 from featurestore.features.definitions import FeatureView
-from featurestore.features.spec import PARTS
+from featurestore.features.spec import LATEST, PARTS
 
 FORMAT = 2
+# The merge law of each part of a value, in record order, for apply.lua: one char per
+# part of `spec.PARTS` ('a' add, 'n' min, 'x' max; of `latest`, 'v' the value, 't' its
+# time, 'o' its offset), so the script's positions derive from the one table too.
+LAWS = "".join(
+    {"add": "a", "min": "n", "max": "x"}.get(p.merge) or "vto"[LATEST.index(p.name)] for p in PARTS
+)
 ENTITY_SEPARATOR = "\x1f"
 ROW = "__entity"
 TILE_MS = "__tile_ms"

@@ -42,6 +42,7 @@ from featurestore.features.sketch import K
 from featurestore.features.small import LookupPlan
 from featurestore.online.layout import (
     FORMAT,
+    LAWS,
     MIN_RECORD_BYTES,
     Record,
     check_format,
@@ -223,7 +224,7 @@ class RedisOnlineStore:
         self, record: Record, args: list[tuple[str, list[Any], list[Any]]], stats: ApplyStats
     ) -> list[str]:
         """Run ``apply.lua`` per entity, pipelined; returns the keys that straddled."""
-        fixed = (str(record.view.ttl_ms), record.kinds())
+        fixed = (str(record.view.ttl_ms), record.kinds(), LAWS)
         straddling: list[str] = []
         rows = args
         for start in range(0, len(rows), self.pipeline_size):
@@ -445,7 +446,7 @@ def _sha(script: str) -> str:
 
 
 def _apply_command(
-    sha: str, key: str, fixed: tuple[str, str], segments: list[str], prune: list[str] | None
+    sha: str, key: str, fixed: tuple[str, str, str], segments: list[str], prune: list[str] | None
 ) -> tuple[Any, ...]:
     prune = prune or []
     return ("EVALSHA", sha, 1, key, *fixed, len(segments) // 5, len(prune) // 2, K,

@@ -187,6 +187,22 @@ def test_a_version_keeps_its_layout(store: RedisOnlineStore) -> None:
     store.register(bumped, {"merchant_id"})
 
 
+def test_records_of_an_older_format_are_refused_with_the_fix(store: RedisOnlineStore) -> None:
+    """A version written by an older featurestore (format 1: CSV records, no `format` in
+    its meta hash) is neither merged into nor read as binary: writers and readers stop
+    with a message naming the fix."""
+    old = FeatureView.model_validate({**VIEW.model_dump(), "version": 7})
+    meta = f"{store.prefix}:{old.name}:v{old.version}"
+    signature = ",".join(f"{n}:{'s' if v.distinct else 'p'}" for n, v in old.values.items())
+    store.client.hset(meta, mapping={"values": signature, "text": "country,merchant_id"})
+    for attempt in (lambda: store.register(old, TEXT),
+                    lambda: RedisOnlineStore(store.client, {"card": ["card_id"]},
+                                             prefix=store.prefix).read(
+                        old, pl.DataFrame({"card_id": CARDS[:2]}), BASE, FEATURES)):  # fmt: skip
+        with pytest.raises(ConfigError, match=r"format 1.*bump `version`.*featurestore backfill"):
+            attempt()
+
+
 def test_several_views_in_one_round_trip_and_null_keys(store: RedisOnlineStore) -> None:
     frame = events(300, seed=7, cards=3)
     store.apply(VIEW, frame, "ts")
