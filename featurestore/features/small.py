@@ -100,17 +100,15 @@ class _Finish:
     tiles: list[int] = field(default_factory=list)  # window tiles
     columns: dict[str, list[int]] = field(default_factory=dict)  # part -> dense column
     latest: list[int] = field(default_factory=list)  # latest value index, for `last`
-    _arrays: _FinishArrays | None = None
+    arrays: _FinishArrays | None = None  # the same as numpy arrays (`freeze`)
 
-    def arrays(self) -> _FinishArrays:
-        """The same as numpy arrays, made once."""
-        if self._arrays is None:
-            tiles = np.array(self.tiles, dtype=np.int64)
-            self._arrays = _FinishArrays(
-                tiles, tiles[:, None], np.array(self.latest, dtype=np.int64),
-                {p: np.array(c, dtype=np.int64) for p, c in self.columns.items()},
-            )  # fmt: skip
-        return self._arrays
+    def freeze(self) -> None:
+        """Make `arrays`, once the plan's features are all added."""
+        tiles = np.array(self.tiles, dtype=np.int64)
+        self.arrays = _FinishArrays(
+            tiles, tiles[:, None], np.array(self.latest, dtype=np.int64),
+            {p: np.array(c, dtype=np.int64) for p, c in self.columns.items()},
+        )  # fmt: skip
 
     def add(
         self, output: tuple[int, int], feature: Feature,
@@ -150,12 +148,15 @@ class LookupPlan:
     laws: dict[str, tuple[int, int]]  # law -> its [start, end) of dense columns
     raw: dict[str, np.ndarray]  # raw part -> dense column per latest value
     finishes: dict[spec.Aggregation, _Finish]
-    texts: list[tuple[int, int, int, int]]  # (request, feature, latest value, tiles)
-    latest_owner: list[tuple[int, str]]  # per latest value: (request, value name)
-    distinct: list[tuple[int, int, int, int]]  # (request, feature, sketch, tiles)
+    # per request, its text `last` features: (feature indices, latest values, window
+    # tiles, text slots in the record)
+    texts: dict[int, tuple[list[int], np.ndarray, np.ndarray, np.ndarray]]
+    n_latest: int
+    distinct: list[tuple[int, int]]  # (request, feature) of each distinct feature
+    distinct_sketches: np.ndarray  # its sketch
+    distinct_tiles: np.ndarray  # its window's tiles
     n_sketches: int
     n_columns: int
-    _texts: dict[int, tuple[list[int], np.ndarray, np.ndarray, np.ndarray]] | None = None
 
     @property
     def cells_per_row(self) -> int:
@@ -193,40 +194,30 @@ class LookupPlan:
                   for i, ((view, _, record), wanted) in enumerate(zip(requests, features,
                                                                        strict=True))]  # fmt: skip
         finishes: dict[spec.Aggregation, _Finish] = {}
-        texts, distinct = [], []
+        texts: dict[int, list[tuple[int, int, int, int]]] = {}
+        distinct: list[tuple[int, int, int, int]] = []
         for i, ((_, _, record), wanted) in enumerate(zip(requests, features, strict=True)):
             for j, f in enumerate(wanted):
                 key = (i, f.window.tile_ms, f.column)
                 if f.function == "distinct":
                     distinct.append((i, j, sketches[key], f.window.tiles))
                 elif f.function == "last" and f.column in record.text_values:
-                    texts.append((i, j, latest[key], f.window.tiles))
+                    slot = record.texts.index(f.column)
+                    texts.setdefault(i, []).append((j, latest[key], f.window.tiles, slot))
                 else:
                     finishes.setdefault(f.function, _Finish()).add(
                         (i, j), f, column, latest.get(key, -1)
                     )
-        owners = [(i, value) for (i, _, value) in latest]
-        return cls([r for _, _, r in requests], features, tables, laws, raw, finishes, texts,
-                   owners, distinct, len(sketches), len(ordered))  # fmt: skip
-
-    def distinct_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """The distinct features' sketches and window tiles, as arrays."""
-        return (np.array([s for _, _, s, _ in self.distinct], dtype=np.int64),
-                np.array([t for _, _, _, t in self.distinct], dtype=np.int64))  # fmt: skip
-
-    def texts_by_request(self) -> dict[int, tuple[list[int], np.ndarray, np.ndarray, np.ndarray]]:
-        """Per request, its text ``last`` features: (feature indices, latest values,
-        window tiles, text slots in the record), made once."""
-        if self._texts is None:
-            grouped: dict[int, list[tuple[int, int, int, int]]] = {}
-            for i, j, value, tiles in self.texts:
-                slot = self.records[i].texts.index(self.latest_owner[value][1])
-                grouped.setdefault(i, []).append((j, value, tiles, slot))
-            self._texts = {}
-            for i, rows in grouped.items():
-                values, windows, slots = (np.array([r[k] for r in rows]) for k in (1, 2, 3))
-                self._texts[i] = ([r[0] for r in rows], values, windows, slots)
-        return self._texts
+        for finish in finishes.values():
+            finish.freeze()
+        return cls(
+            [r for _, _, r in requests], features, tables, laws, raw, finishes,
+            {i: _text_arrays(rows) for i, rows in texts.items()},
+            len(latest), [(i, j) for i, j, _, _ in distinct],
+            np.array([s for _, _, s, _ in distinct], dtype=np.int64),
+            np.array([t for _, _, _, t in distinct], dtype=np.int64), len(sketches),
+            len(ordered),
+        )  # fmt: skip
 
     def run(
         self, replies: Sequence[tuple[Sequence[bytes], Sequence[int]]], n_rows: int, at: int
@@ -235,6 +226,15 @@ class LookupPlan:
         each row holds any record, and each row's newest event time. ``replies[i]`` is
         request i's records and the row of each."""
         return _Run(self, replies, n_rows, at).values()
+
+
+def _text_arrays(
+    rows: list[tuple[int, int, int, int]],
+) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
+    """One request's text ``last`` features (feature, latest value, tiles, text slot)
+    as (feature indices, and the other three as arrays)."""
+    values, windows, slots = (np.array([r[k] for r in rows]) for k in (1, 2, 3))
+    return [r[0] for r in rows], values, windows, slots
 
 
 def _table(  # noqa: PLR0917
@@ -311,7 +311,7 @@ class _Run:
         dense = np.empty((plan.n_columns + 1, n_rows, depth))
         dense[: plan.laws["add"][1]] = 0.0  # an absent tile adds nothing
         dense[plan.laws["add"][1] :] = np.nan  # and is null for everything else
-        which = np.full((len(plan.latest_owner) + 1, n_rows, depth), -1, dtype=np.int64)
+        which = np.full((plan.n_latest + 1, n_rows, depth), -1, dtype=np.int64)
         for table, matrix, (keep, where, ages, kept_rows) in zip(plan.views, self.matrices,
                                                                  kept, strict=True):  # fmt: skip
             if not len(keep):
@@ -329,7 +329,7 @@ class _Run:
         self.dense = dense
         self.held_age: np.ndarray | None = None
         self.held_any: np.ndarray | None = None
-        if plan.latest_owner:  # per latest value and row: the newest age holding a value
+        if plan.n_latest:  # per latest value and row: the newest age holding a value
             held_tiles = dense[plan.raw["count"]] > 0
             self.held_age, self.held_any = held_tiles.argmax(axis=2), held_tiles.any(axis=2)
         self.which = which
@@ -345,7 +345,7 @@ class _Run:
             for (i, j), column in zip(finish.outputs, values.tolist(), strict=True):
                 out[i][j] = ([int(v) for v in column] if integers
                              else [None if v != v else v for v in column])  # noqa: PLR0124  # fmt: skip
-        for i, (outputs, values, tiles, slots) in plan.texts_by_request().items():
+        for i, (outputs, values, tiles, slots) in plan.texts.items():
             for j, column in zip(outputs, self._texts(i, values, tiles, slots), strict=True):
                 out[i][j] = column
         if plan.distinct:
@@ -353,7 +353,8 @@ class _Run:
         return out, self.found, self.newest
 
     def _parts(self, finish: _Finish) -> Any:
-        arrays = finish.arrays()
+        arrays = finish.arrays
+        assert arrays is not None
         tiles = np.minimum(arrays.tiles, self.depth) - 1
 
         def part(p: str) -> np.ndarray:
@@ -435,8 +436,8 @@ class _Run:
         owner, hashes, age = owner[first], hashes[first], age[first]
         counts = np.bincount(owner * depth + age, minlength=plan.n_sketches * n_rows * depth)
         running = counts.reshape(plan.n_sketches, n_rows, depth).cumsum(axis=2)
-        asked, windows = plan.distinct_arrays()
-        tiles = np.minimum(windows, depth) - 1
+        asked = plan.distinct_sketches
+        tiles = np.minimum(plan.distinct_tiles, depth) - 1
         size = running[asked, :, tiles].astype(np.float64)  # (features, rows)
         kth = np.zeros_like(size)
         for f, r in zip(*np.nonzero(size >= K), strict=True):
@@ -444,7 +445,7 @@ class _Run:
             inside = (owner == asked[f] * n_rows + r) & (age <= tiles[f])
             kth[f, r] = float(hashes[inside][K - 1])
         values = _NUMPY.estimate((size, kth))
-        for (i, j, _, _), column in zip(plan.distinct, values.tolist(), strict=True):
+        for (i, j), column in zip(plan.distinct, values.tolist(), strict=True):
             out[i][j] = [int(v) for v in column]
 
 

@@ -96,8 +96,8 @@ class RedisOnlineStore:
         self._apply_sha = _sha(_APPLY)
         self._scripts_loaded = False  # by this store: a later NOSCRIPT means Redis lost them
         self._text: dict[tuple[str, int], set[str]] = {}
-        self._plans: dict[Any, LookupPlan] = {}
-        self._types: dict[int, dict[tuple[int, str], pl.DataType]] = {}  # per plan's id
+        # per request shape: its small-read plan and each feature's Polars type
+        self._plans: dict[Any, tuple[LookupPlan, dict[tuple[int, str], pl.DataType]]] = {}
 
     def _load_scripts(self) -> None:
         if self._scripts_loaded:
@@ -226,9 +226,8 @@ class RedisOnlineStore:
         """Run ``apply.lua`` per entity, pipelined; returns the keys that straddled."""
         fixed = (str(record.view.ttl_ms), record.kinds(), LAWS)
         straddling: list[str] = []
-        rows = args
-        for start in range(0, len(rows), self.pipeline_size):
-            chunk = rows[start : start + self.pipeline_size]
+        for start in range(0, len(args), self.pipeline_size):
+            chunk = args[start : start + self.pipeline_size]
             results = self._pipelined(
                 [
                     _apply_command(self._apply_sha, key, fixed, seg, prune)
@@ -338,7 +337,7 @@ class RedisOnlineStore:
                                                strict=True):  # fmt: skip
             self._learn(view, text, stored_format)
         n = prepared.rows
-        plan = self._plan(prepared.requests)
+        plan, types = self._plan(prepared.requests)
         replies_of = [_tile_records(replies[i * n : (i + 1) * n])
                       for i in range(len(prepared.requests))]  # fmt: skip
         # Rows in chunks that keep the plan's dense array near _CELLS doubles.
@@ -355,24 +354,25 @@ class RedisOnlineStore:
                     values.setdefault((i, feature.name), []).extend(column)
                 found[i] += held[i]
                 newest[i] += times[i]
-        return Lookup(values, self._types[id(plan)], found, newest)
+        return Lookup(values, types, found, newest)
 
-    def _plan(self, requests: tuple[tuple[FeatureView, tuple[str, ...]], ...]) -> LookupPlan:
-        """The small-read plan of these requests, compiled once per shape."""
+    def _plan(
+        self, requests: tuple[tuple[FeatureView, tuple[str, ...]], ...]
+    ) -> tuple[LookupPlan, dict[tuple[int, str], pl.DataType]]:
+        """The small-read plan of these requests and each feature's type, made once per
+        shape."""
         texts = tuple(frozenset(self._text.get((v.name, v.version), ())) for v, _ in requests)
         key = (tuple((v.name, v.version, f) for v, f in requests), texts)
         cached = self._plans.get(key)
         if cached is None:
-            cached = self._plans[key] = LookupPlan.of(
-                [(view, features, Record(view, text))
-                 for (view, features), text in zip(requests, texts, strict=True)]
-            )  # fmt: skip
-            self._types[id(cached)] = {
-                (i, f.name): _dtype(f.function, f.column, record)
-                for i, (record, features) in enumerate(zip(cached.records, cached.features,
-                                                           strict=True))
-                for f in features
-            }  # fmt: skip
+            plan = LookupPlan.of([(view, features, Record(view, text))
+                                  for (view, features), text in zip(requests, texts,
+                                                                    strict=True)])  # fmt: skip
+            types = {(i, f.name): _dtype(f.function, f.column, record)
+                     for i, (record, features) in enumerate(zip(plan.records, plan.features,
+                                                                strict=True))
+                     for f in features}  # fmt: skip
+            cached = self._plans[key] = (plan, types)
         return cached
 
 
