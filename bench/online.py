@@ -20,7 +20,7 @@ Then, in-process, rounds that run every kind once, in a shuffled order, so noise
   raw 100   reference, no target: HGETALL of the very 5 x 100 hashes `ours 100` reads, one
             pipeline per view, replies parsed by hiredis and dropped (what the data cost)
 Each lookup of ours is split into redis (the pipelined HVALS, `_pipelined`), decode (entity
-keys, then `_tile_records`: the replies' binary tile records) and merge (the rest: the
+keys, then `tile_records`: the replies' binary tile records) and merge (the rest: the
 small-read execution, records -> one matrix -> every window of every view, finished as
 Python lists). Redis' own time per command over the rounds comes from INFO commandstats.
 Targets: ours 1 one trip p99 within 3x floor A p99 (and <= 1.0 ms), ours 100 one trip p99
@@ -186,11 +186,11 @@ def load(
 
 class Split:
     """Timing wrappers (the product code is not edited): seconds in the store's
-    `_pipelined` (the Redis round trip), and in building keys plus `_tile_records`
+    `_pipelined` (the Redis round trip), and in building keys plus `tile_records`
     (the replies' tile records). The rest of a lookup is the small-read merge
     (`featurestore.features.small`: records -> matrix -> window values)."""
 
-    DECODERS = ("_tile_records",)
+    DECODERS = ("tile_records",)
 
     def __init__(self, store: RedisOnlineStore) -> None:
         self.seconds = {"redis": 0.0, "decode": 0.0}

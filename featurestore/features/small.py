@@ -46,6 +46,7 @@ _INTEGERS = frozenset({"count", "distinct"})
 _LAW = {p.name: p.merge for p in spec.PARTS}
 _SHIFT = np.uint64(HASH_BITS)  # sketch hashes are below 2**HASH_BITS
 _PACKED_CELLS = 1 << 11  # (sketch, row) cells that fit above a hash in 64 bits
+_VIEW_KEY = float(1 << 40)  # view * _VIEW_KEY + tile ms: a (view, granularity) key
 
 
 class _NumpyOps:
@@ -130,12 +131,67 @@ class _ViewTable:
     (``tiles_ms`` ascending) its depth, and per record slot read its dense column
     (padded with the spare column), its latest value and its sketch."""
 
-    tiles_ms: np.ndarray
+    tiles_ms: list[int]
+    depths: list[int]
+    sources: list[list[int]]  # per granularity: slots read in the record's fixed part
+    targets: list[list[int]]  # per granularity: their dense columns
+    latest: list[list[int]]  # per granularity: its latest values' indices
+    sketches: list[list[int]]  # per granularity, per sketched value: sketch index, or -1
+    times: list[int]  # the record's ``last_time`` slots
+    sizes: list[int]  # the record's sketch size slots
+    width: int  # the record's fixed part, in doubles
+
+
+@dataclass(frozen=True)
+class _Stacked:
+    """Every view's `_ViewTable` stacked: one row per (view, granularity), found by
+    ``keys`` (view * `_VIEW_KEY` + tile ms, ascending), so ONE pass over every view's
+    records (a matrix of them all, `stacked_width` wide) scatters them. Padding reads
+    the NaN column into the spare dense column; a view's missing size slots read the
+    zero column."""
+
+    keys: np.ndarray
     depths: np.ndarray
-    sources: np.ndarray  # (granularities, reads): slot in the record's fixed part
-    targets: np.ndarray  # (granularities, reads): dense column (spare when padding)
-    latest: np.ndarray  # (granularities, latest reads): latest value index (spare: -1)
-    sketches: np.ndarray  # (granularities, sketched values): sketch index, or -1
+    sources: np.ndarray  # (rows, reads)
+    targets: np.ndarray  # (rows, reads)
+    latest: np.ndarray  # (rows, latest reads), -1 padding (the spare latest row)
+    sketches: np.ndarray  # (rows, sketched values), -1 padding
+    times: np.ndarray  # (views, values): ``last_time`` slots
+    sizes: np.ndarray  # (views, sketched values): sketch size slots
+    widths: np.ndarray  # (views,): fixed part in doubles
+    width: int  # the stacked matrix's width: widest record, then the NaN and zero columns
+
+    @property
+    def nan(self) -> int:
+        return self.width - 2
+
+    @property
+    def zero(self) -> int:
+        return self.width - 1
+
+    @classmethod
+    def of(cls, tables: list[_ViewTable], spare: int) -> _Stacked:
+        width = max((t.width for t in tables), default=0) + 2
+        nan, zero = width - 2, width - 1
+        rows = [(i, g) for i, t in enumerate(tables) for g in range(len(t.tiles_ms))]
+
+        def padded(lists: list[list[int]], fill: int) -> np.ndarray:
+            size = max((len(x) for x in lists), default=0)
+            return np.array([x + [fill] * (size - len(x)) for x in lists],
+                            dtype=np.int64).reshape(len(lists), size)  # fmt: skip
+
+        return cls(
+            np.array([i * _VIEW_KEY + tables[i].tiles_ms[g] for i, g in rows], dtype=np.float64),
+            np.array([tables[i].depths[g] for i, g in rows], dtype=np.float64),
+            padded([tables[i].sources[g] for i, g in rows], nan),
+            padded([tables[i].targets[g] for i, g in rows], spare),
+            padded([tables[i].latest[g] for i, g in rows], -1),
+            padded([tables[i].sketches[g] for i, g in rows], -1),
+            padded([t.times for t in tables], nan),
+            padded([t.sizes for t in tables], zero),
+            np.array([t.width for t in tables], dtype=np.int64),
+            width,
+        )  # fmt: skip
 
 
 @dataclass
@@ -144,7 +200,7 @@ class LookupPlan:
 
     records: list[Record]
     features: list[list[Feature]]
-    views: list[_ViewTable]
+    tables: _Stacked
     laws: dict[str, tuple[int, int]]  # law -> its [start, end) of dense columns
     raw: dict[str, np.ndarray]  # raw part -> dense column per latest value
     finishes: dict[spec.Aggregation, _Finish]
@@ -161,7 +217,7 @@ class LookupPlan:
     @property
     def cells_per_row(self) -> int:
         """Dense cells one entity row can take (at the longest window's depth)."""
-        depth = max((int(t.depths.max()) for t in self.views if len(t.depths)), default=1)
+        depth = int(self.tables.depths.max()) if len(self.tables.depths) else 1
         return (self.n_columns + 1) * depth
 
     @classmethod
@@ -211,7 +267,8 @@ class LookupPlan:
         for finish in finishes.values():
             finish.freeze()
         return cls(
-            [r for _, _, r in requests], features, tables, laws, raw, finishes,
+            [r for _, _, r in requests], features, _Stacked.of(tables, len(ordered)), laws,
+            raw, finishes,
             {i: _text_arrays(rows) for i, rows in texts.items()},
             len(latest), [(i, j) for i, j, _, _ in distinct],
             np.array([s for _, _, s, _ in distinct], dtype=np.int64),
@@ -220,12 +277,12 @@ class LookupPlan:
         )  # fmt: skip
 
     def run(
-        self, replies: Sequence[tuple[Sequence[bytes], Sequence[int]]], n_rows: int, at: int
+        self, tiles: Sequence[Sequence[Sequence[bytes]]], at: int
     ) -> tuple[list[list[list[Any]]], list[list[bool]], list[list[int | None]]]:
-        """Per request: its features' values for rows ``0..n_rows-1`` at ``at``, whether
-        each row holds any record, and each row's newest event time. ``replies[i]`` is
-        request i's records and the row of each."""
-        return _Run(self, replies, n_rows, at).values()
+        """Per request: its features' values for each entity row at ``at``, whether each
+        row holds any record, and each row's newest event time. ``tiles[i][row]`` is
+        request i's tile records of that row (every request has the same rows)."""
+        return _Run(self, tiles, at).values()
 
 
 def _text_arrays(
@@ -246,8 +303,7 @@ def _table(  # noqa: PLR0917
     latest: dict[tuple[int, int, str], int],
     sketches: dict[tuple[int, int, str], int],
 ) -> _ViewTable:
-    """View ``i``'s scatter table (`_ViewTable`); padding goes to the spare column."""
-    spare = len(column)
+    """View ``i``'s scatter table (`_ViewTable`)."""
     tiles = sorted({f.window.tile_ms for f in wanted})
     depths = [max(f.window.tiles for f in wanted if f.window.tile_ms == g) for g in tiles]
     sources, targets, lasts, sketched = [], [], [], []
@@ -257,90 +313,101 @@ def _table(  # noqa: PLR0917
         targets.append([c for _, c in mine])
         lasts.append([n for (v, t, _), n in latest.items() if v == i and t == g])
         sketched.append([sketches.get((i, g, name), -1) for name in record.sketched])
-    width = max((len(s) for s in sources), default=0)
-    lasting = max((len(s) for s in lasts), default=0)
     return _ViewTable(
-        np.array(tiles, dtype=np.float64),
-        np.array(depths, dtype=np.float64),
-        np.array([s + [0] * (width - len(s)) for s in sources], dtype=np.int64),
-        np.array([t + [spare] * (width - len(t)) for t in targets], dtype=np.int64),
-        np.array([s + [-1] * (lasting - len(s)) for s in lasts], dtype=np.int64),
-        np.array(sketched, dtype=np.int64).reshape(len(tiles), len(record.sketched)),
-    )
+        tiles, depths, sources, targets, lasts, sketched, list(record.time_slots),
+        [record.slots[(n, "size")] for n in record.sketched], record.width,
+    )  # fmt: skip
 
 
 class _Run:
-    """One lookup through a plan."""
+    """One lookup through a plan: every view's records in one matrix (`_Stacked`)."""
 
-    def __init__(
-        self, plan: LookupPlan, replies: Sequence[tuple[Sequence[bytes], Sequence[int]]],
-        n_rows: int, at: int,
-    ) -> None:  # fmt: skip
-        self.plan, self.n_rows, self.at = plan, n_rows, at
-        self.found: list[list[bool]] = []
-        self.newest: list[list[int | None]] = []
-        self.records: list[Sequence[bytes]] = []
-        self.matrices: list[np.ndarray] = []
-        kept = []
-        depth = 1
-        for record, table, (records, rows) in zip(plan.records, plan.views, replies,
-                                                  strict=True):  # fmt: skip
-            matrix = record.matrix(records) if records else np.zeros((0, record.width))
-            row_of = np.asarray(rows, dtype=np.int64)
-            self.records.append(records)
-            self.matrices.append(matrix)
-            found = [False] * n_rows
-            for row in rows:
-                found[row] = True
-            self.found.append(found)
-            self.newest.append(_newest(record, matrix, rows, n_rows))
-            if len(table.tiles_ms) == 1:
-                where = np.zeros(len(matrix), dtype=np.int64)
-            else:
-                where = np.minimum(np.searchsorted(table.tiles_ms, matrix[:, 0]),
-                                   len(table.tiles_ms) - 1)  # fmt: skip
-            age = np.floor_divide(at, matrix[:, 0]) - matrix[:, 1]
-            keep = np.flatnonzero((table.tiles_ms[where] == matrix[:, 0]) & (age >= 0)
-                                  & (age < table.depths[where]))  # fmt: skip
-            ages = age[keep].astype(np.int64)
-            if len(ages):
-                depth = max(depth, int(ages.max()) + 1)
-            kept.append((keep, where[keep], ages, row_of[keep]))
-        self.depth = depth
-        self.kept = kept
-        dense = np.empty((plan.n_columns + 1, n_rows, depth))
+    def __init__(self, plan: LookupPlan, tiles: Sequence[Sequence[Sequence[bytes]]], at: int):
+        views = len(plan.records)
+        self.plan, self.at = plan, at
+        self.n_rows = n_rows = len(tiles[0]) if views else 0
+        counts = [len(held) for request in tiles for held in request]  # per (view, row)
+        self.records: list[bytes] = [r for request in tiles for held in request for r in held]
+        self.offsets = [0] * (views + 1)  # request i's records: [offsets[i], offsets[i + 1])
+        self.matrix = matrix = np.full((len(self.records), plan.tables.width), np.nan)
+        matrix[:, plan.tables.zero] = 0.0
+        for i, record in enumerate(plan.records):
+            lo = self.offsets[i]
+            hi = self.offsets[i + 1] = lo + sum(counts[i * n_rows : (i + 1) * n_rows])
+            if hi > lo:
+                matrix[lo:hi, : record.width] = record.matrix(self.records[lo:hi])
+        cell = np.repeat(np.arange(views * n_rows), counts)  # view * n_rows + row
+        self.view, rows = np.divmod(cell, max(n_rows, 1))
+        self.found: list[list[bool]] = (
+            (np.array(counts, dtype=np.int64) > 0).reshape(views, n_rows).tolist()
+        )
+        self.newest = self._newest(counts)
+        self._keep(rows)
+        self._scatter()
+
+    def _newest(self, counts: list[int]) -> list[list[int | None]]:
+        """Per (view, row), the newest event time of any of its values (None: none)."""
+        views, n_rows = len(self.plan.records), self.n_rows
+        newest = np.full(views * n_rows, np.nan)
+        if len(self.matrix):
+            slots = self.plan.tables.times[self.view]
+            times = np.fmax.reduce(self.matrix[np.arange(len(self.matrix))[:, None], slots],
+                                   axis=1)  # fmt: skip
+            held = np.flatnonzero(counts)
+            newest[held] = np.fmax.reduceat(times, np.cumsum([0, *counts])[held])
+        return [[None if t != t else int(t) for t in per_view]  # noqa: PLR0124 - NaN: none
+                for per_view in newest.reshape(views, n_rows).tolist()]  # fmt: skip
+
+    def _keep(self, rows: np.ndarray) -> None:
+        """The records inside a window of their (view, granularity): `keep` (their
+        index), `where` (their row of the stacked tables), `ages` and `rows`."""
+        stack, matrix = self.plan.tables, self.matrix
+        key = self.view * _VIEW_KEY + matrix[:, 0]
+        where = np.minimum(np.searchsorted(stack.keys, key), max(len(stack.keys) - 1, 0))
+        age = np.floor_divide(self.at, matrix[:, 0]) - matrix[:, 1]
+        if len(stack.keys):
+            keep = np.flatnonzero((stack.keys[where] == key) & (age >= 0)
+                                  & (age < stack.depths[where]))  # fmt: skip
+        else:
+            keep = np.zeros(0, dtype=np.int64)
+        self.keep, self.where, self.rows = keep, where[keep], rows[keep]
+        self.ages = age[keep].astype(np.int64)
+        self.depth = int(self.ages.max()) + 1 if len(keep) else 1
+
+    def _scatter(self) -> None:
+        """The dense (column, row, age) array, accumulated along the ages, and per
+        latest value, row and age the record holding it (`which`)."""
+        plan, stack = self.plan, self.plan.tables
+        dense = np.empty((plan.n_columns + 1, self.n_rows, self.depth))
         dense[: plan.laws["add"][1]] = 0.0  # an absent tile adds nothing
         dense[plan.laws["add"][1] :] = np.nan  # and is null for everything else
-        which = np.full((plan.n_latest + 1, n_rows, depth), -1, dtype=np.int64)
-        for table, matrix, (keep, where, ages, kept_rows) in zip(plan.views, self.matrices,
-                                                                 kept, strict=True):  # fmt: skip
-            if not len(keep):
-                continue
-            at_row, at_age = kept_rows[:, None], ages[:, None]
-            dense[table.targets[where], at_row, at_age] = matrix[keep[:, None],
-                                                                 table.sources[where]]  # fmt: skip
-            if table.latest.shape[1]:
-                which[table.latest[where], at_row, at_age] = keep[:, None]
+        which = np.full((plan.n_latest + 1, self.n_rows, self.depth), -1, dtype=np.int64)
+        if len(self.keep):
+            where, keep = self.where, self.keep
+            at_row, at_age = self.rows[:, None], self.ages[:, None]
+            values = self.matrix[keep[:, None], stack.sources[where]]
+            dense[stack.targets[where], at_row, at_age] = values
+            if stack.latest.shape[1]:
+                which[stack.latest[where], at_row, at_age] = keep[:, None]
         for law, accumulate in (("add", np.cumsum), ("min", np.fmin.accumulate),
                                 ("max", np.fmax.accumulate)):  # fmt: skip
             lo, hi = plan.laws[law]
             if hi > lo:
                 dense[lo:hi] = accumulate(dense[lo:hi], axis=2)
-        self.dense = dense
+        self.dense, self.which = dense, which
         self.held_age: np.ndarray | None = None
         self.held_any: np.ndarray | None = None
         if plan.n_latest:  # per latest value and row: the newest age holding a value
             held_tiles = dense[plan.raw["count"]] > 0
             self.held_age, self.held_any = held_tiles.argmax(axis=2), held_tiles.any(axis=2)
-        self.which = which
-        self.spans: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def values(self) -> tuple[list[list[list[Any]]], list[list[bool]], list[list[int | None]]]:
         plan = self.plan
         out: list[list[list[Any]]] = [[[] for _ in f] for f in plan.features]
-        for agg, finish in plan.finishes.items():
-            with np.errstate(invalid="ignore", divide="ignore"):
-                values = spec.finish(agg, self._parts(finish), _NUMPY)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            finished = [(agg, finish, spec.finish(agg, self._parts(finish), _NUMPY))
+                        for agg, finish in plan.finishes.items()]  # fmt: skip
+        for agg, finish, values in finished:
             integers = agg in _INTEGERS
             for (i, j), column in zip(finish.outputs, values.tolist(), strict=True):
                 out[i][j] = ([int(v) for v in column] if integers
@@ -377,20 +444,21 @@ class _Run:
     ) -> list[list[str | None]]:
         """The text ``last`` features of one request, all at once: latest values
         ``values`` over windows of ``tiles`` tiles, at text slots ``slots``."""
-        record, records = self.plan.records[request], self.records[request]
-        if not records:
+        record = self.plan.records[request]
+        if self.offsets[request] == self.offsets[request + 1]:
             return [[None] * self.n_rows for _ in values]
         assert self.held_age is not None
         assert self.held_any is not None
         age = self.held_age[values]  # (features, rows)
         inside = (self.held_any[values] & (age < tiles[:, None])).tolist()
         chosen = self.which[values[:, None], np.arange(self.n_rows)[None, :], age]
-        if request not in self.spans:
-            self.spans[request] = record.text_spans(self.matrices[request])
-        starts, lengths = self.spans[request]
-        safe = np.maximum(chosen, 0)
-        at_slot = slots[:, None]
-        begins, sizes = starts[safe, at_slot].tolist(), lengths[safe, at_slot].tolist()
+        safe = np.maximum(chosen, self.offsets[request]).ravel()  # a record of this view
+        starts, lengths = record.text_spans(self.matrix[safe, : record.width])
+        picked = np.arange(len(safe)), np.repeat(slots, self.n_rows)
+        shape = chosen.shape
+        begins = starts[picked].reshape(shape).tolist()
+        sizes = lengths[picked].reshape(shape).tolist()
+        records = self.records
         out = []
         for picks in zip(chosen.tolist(), begins, sizes, inside, strict=True):
             out.append([record.text(records[r], b, n) if ok else None
@@ -399,41 +467,43 @@ class _Run:
 
     def _distinct(self, out: list[list[list[Any]]]) -> None:
         """Every distinct count at once: (sketch, row, hash) kept at its newest age."""
-        plan, n_rows, depth = self.plan, self.n_rows, self.depth
-        parts = []
-        for record, table, records, matrix, (keep, where, ages, rows) in zip(
-            plan.records, plan.views, self.records, self.matrices, self.kept, strict=True
-        ):
-            if not len(record.sketched) or not len(keep):
-                continue
-            sizes = record.sketch_sizes(matrix[keep])
-            hashes = record.hashes([records[k] for k in keep.tolist()], sizes)
-            per_record = np.repeat(np.arange(len(keep)), sizes.sum(axis=1))
-            value = np.tile(np.arange(len(record.sketched)), len(keep))
-            value_of = np.repeat(value, sizes.ravel())
-            sketch = table.sketches[where[per_record], value_of]
-            asked = sketch >= 0
-            parts.append((sketch[asked], rows[per_record][asked], hashes[asked],
-                          ages[per_record][asked]))  # fmt: skip
-        if parts:
-            sketch, row, hashes, age = (np.concatenate(c) for c in zip(*parts, strict=True))
-        else:
-            sketch = row = age = np.zeros(0, dtype=np.int64)
-            hashes = np.zeros(0, dtype=np.uint64)
-        # (sketch, row) as one cell number; hashes ascend within a cell after the sort.
+        plan, n_rows, depth, stack = self.plan, self.n_rows, self.depth, self.plan.tables
+        keep = self.keep
+        view = self.view[keep]
+        sizes = self.matrix[keep[:, None], stack.sizes[view]].astype(np.int64)  # (kept, values)
+        totals = sizes.sum(axis=1)
+        held = np.flatnonzero(totals)
+        starts = (8 * stack.widths[view[held]]).tolist()
+        ends = (8 * (stack.widths[view[held]] + totals[held])).tolist()
+        records = self.records
+        joined = b"".join(records[k][a:b] for k, a, b in zip(keep[held].tolist(), starts, ends,
+                                                             strict=True))  # fmt: skip
+        hashes = np.frombuffer(joined, dtype="<f8").astype(np.uint64)
+        sizes = sizes[held]
+        per_record = np.repeat(held, totals[held])  # index into the kept records
+        value_of = np.repeat(np.tile(np.arange(sizes.shape[1]), len(held)), sizes.ravel())
+        sketch = stack.sketches[self.where[per_record], value_of]
+        asked = sketch >= 0
+        sketch, hashes = sketch[asked], hashes[asked]
+        row, age = self.rows[per_record][asked], self.ages[per_record][asked]
+        # (sketch, row) as one cell number; each (cell, hash) is kept once, at its newest
+        # (smallest) age; hashes ascend within a cell after the sort.
         owner = sketch * n_rows + row
         if plan.n_sketches * n_rows <= _PACKED_CELLS:  # cell and hash in one 64-bit key
             key = (owner.astype(np.uint64) << _SHIFT) | hashes
-            order = np.lexsort((age, key))
-            key, owner, hashes, age = key[order], owner[order], hashes[order], age[order]
+            order = np.argsort(key)
+            key = key[order]
             first = np.ones(len(order), dtype=bool)
             np.not_equal(key[1:], key[:-1], out=first[1:])
         else:
-            order = np.lexsort((age, hashes, owner))
-            owner, hashes, age = owner[order], hashes[order], age[order]
+            order = np.lexsort((hashes, owner))
             first = np.ones(len(order), dtype=bool)
-            first[1:] = (owner[1:] != owner[:-1]) | (hashes[1:] != hashes[:-1])
-        owner, hashes, age = owner[first], hashes[first], age[first]
+            first[1:] = (owner[order][1:] != owner[order][:-1]) | (
+                hashes[order][1:] != hashes[order][:-1]
+            )
+        starts = np.flatnonzero(first)
+        owner, hashes = owner[order][starts], hashes[order][starts]
+        age = np.minimum.reduceat(age[order], starts) if len(starts) else age[:0]
         counts = np.bincount(owner * depth + age, minlength=plan.n_sketches * n_rows * depth)
         running = counts.reshape(plan.n_sketches, n_rows, depth).cumsum(axis=2)
         asked = plan.distinct_sketches
@@ -447,18 +517,3 @@ class _Run:
         values = _NUMPY.estimate((size, kth))
         for (i, j), column in zip(plan.distinct, values.tolist(), strict=True):
             out[i][j] = [int(v) for v in column]
-
-
-def _newest(
-    record: Record, matrix: np.ndarray, rows: Sequence[int], n_rows: int
-) -> list[int | None]:
-    """Per row, the newest event time of any of its values (None when none)."""
-    newest: list[int | None] = [None] * n_rows
-    if not len(matrix):
-        return newest
-    columns = [record.slots[(n, "last_time")] for n in record.names]
-    for row, t in zip(rows, np.fmax.reduce(matrix[:, columns], axis=1).tolist(), strict=True):
-        seen = newest[row]
-        if t == t and (seen is None or t > seen):  # noqa: PLR0124 - NaN: no value
-            newest[row] = int(t)
-    return newest

@@ -99,6 +99,12 @@ def layout(view: FeatureView) -> str:
     return "".join("s" if v.distinct else "p" for v in view.values.values())
 
 
+def tile_records(values: Sequence[bytes]) -> list[bytes]:
+    """The tile records among one hash's ``HVALS``: offset marks are told apart by their
+    length (`MIN_RECORD_BYTES`)."""
+    return [value for value in values if len(value) >= MIN_RECORD_BYTES]
+
+
 def offset_field(topic: str, partition: int) -> str:
     return f"o:{topic}:{partition}"
 
@@ -148,7 +154,12 @@ class Record:
             out[(name, "size")] = end + i
         return out
 
-    @property
+    @cached_property
+    def time_slots(self) -> list[int]:
+        """The ``last_time`` slot of every value."""
+        return [self.slots[(n, "last_time")] for n in self.names]
+
+    @cached_property
     def width(self) -> int:
         """Doubles in the fixed part."""
         return HEADER + len(self.names) * len(PARTS) + len(self.sketched)

@@ -43,13 +43,13 @@ from featurestore.features.small import LookupPlan
 from featurestore.online.layout import (
     FORMAT,
     LAWS,
-    MIN_RECORD_BYTES,
     Record,
     check_format,
     entity_keys,
     entity_parts,
     layout,
     meta_key,
+    tile_records,
     view_prefix,
 )
 
@@ -283,8 +283,9 @@ class RedisOnlineStore:
         """Every stored tile of each entity row, as engine partials keyed by ``__entity``
         (for the Polars engine and tools; lookups never build this frame)."""
         keys = self._keys(view, entities, {})
-        records, rows = _tile_records(self._pipelined([("HVALS", key) for key in keys]))
-        return self.record(view).frame(records, rows)
+        tiles = [tile_records(reply) for reply in self._pipelined([("HVALS", k) for k in keys])]
+        rows = [row for row, held in enumerate(tiles) for _ in held]
+        return self.record(view).frame([r for held in tiles for r in held], rows)
 
     def read(
         self, view: FeatureView, entities: pl.DataFrame, at: int, features: Sequence[str]
@@ -338,8 +339,7 @@ class RedisOnlineStore:
             self._learn(view, text, stored_format)
         n = prepared.rows
         plan, types = self._plan(prepared.requests)
-        replies_of = [_tile_records(replies[i * n : (i + 1) * n])
-                      for i in range(len(prepared.requests))]  # fmt: skip
+        tiles = [tile_records(reply) for reply in replies[:reads]]  # per (request, row)
         # Rows in chunks that keep the plan's dense array near _CELLS doubles.
         step = max(1, _CELLS // plan.cells_per_row)
         values: dict[tuple[int, str], list[Any]] = {}
@@ -347,8 +347,8 @@ class RedisOnlineStore:
         newest: list[list[int | None]] = [[] for _ in prepared.requests]
         for start in range(0, max(n, 1), step):
             stop = min(n, start + step)
-            chunk = [_rows_between(records, rows, start, stop) for records, rows in replies_of]
-            got, held, times = plan.run(chunk, stop - start, at)
+            chunk = [tiles[i * n + start : i * n + stop] for i in range(len(prepared.requests))]
+            got, held, times = plan.run(chunk, at)
             for i, features in enumerate(plan.features):
                 for feature, column in zip(features, got[i], strict=True):
                     values.setdefault((i, feature.name), []).extend(column)
@@ -374,28 +374,6 @@ class RedisOnlineStore:
                      for f in features}  # fmt: skip
             cached = self._plans[key] = (plan, types)
         return cached
-
-
-def _rows_between(
-    records: list[bytes], rows: list[int], start: int, stop: int
-) -> tuple[list[bytes], list[int]]:
-    """The records of rows [start, stop), rows renumbered from 0."""
-    if start == 0 and (not rows or max(rows) < stop):
-        return records, rows
-    chosen = [(r, row - start) for r, row in zip(records, rows, strict=True) if start <= row < stop]
-    return [r for r, _ in chosen], [row for _, row in chosen]
-
-
-def _tile_records(replies: Sequence[Sequence[bytes]]) -> tuple[list[bytes], list[int]]:
-    """The tile records of ``HVALS`` replies (one per entity row) and their rows; offset
-    marks are told apart by their length (`layout.MIN_RECORD_BYTES`)."""
-    records: list[bytes] = []
-    rows: list[int] = []
-    for row, reply in enumerate(replies):
-        tiles = [value for value in reply if len(value) >= MIN_RECORD_BYTES]
-        records += tiles
-        rows += [row] * len(tiles)
-    return records, rows
 
 
 def _dtype(function: str, column: str, record: Record) -> pl.DataType:

@@ -37,6 +37,20 @@ VIEW = FeatureView.model_validate(
         ],
     }
 )  # fmt: skip
+# A second view read in the same plan: another record layout (fewer values, one sketch,
+# no text), stacked with VIEW's records in one matrix.
+OTHER = FeatureView.model_validate(
+    {
+        "name": "other",
+        "source": "payments-value",
+        "entity": "card",
+        "owner": "team@example.com",
+        "aggregations": [
+            {"column": "y", "functions": ["count", "min", "max", "distinct"],
+             "windows": ["2m/1m", "2h/1h"]},
+        ],
+    }
+)  # fmt: skip
 CARDS = ["a", "b", "c"]
 
 # Values that stress the last bits of a float fold: mixed magnitudes and signs, ties.
@@ -64,11 +78,23 @@ def _events(rows: list[tuple[str, int, float | None, float | None, str | None]])
     )  # fmt: skip
 
 
-def _tiles(events: pl.DataFrame, g: int, split: int) -> pl.DataFrame:
+def _tiles(events: pl.DataFrame, g: int, split: int, view: FeatureView = VIEW) -> pl.DataFrame:
     """Partials of granularity g as a store holds them: built batch by batch, merged."""
     batches = [events[:split], events[split:]] if 0 < split < events.height else [events]
-    parts = [tile_partials(b, ["card"], "ts", VIEW.values, g) for b in batches]
+    parts = [tile_partials(b, ["card"], "ts", view.values, g) for b in batches]
     return merge_partials(parts, ["card"]) if len(parts) > 1 else parts[0]
+
+
+def _held(record: Record, by_tile: dict[int, pl.DataFrame], asked: list[str]) -> list[list[bytes]]:
+    """Per asked row, the records a store holds for its card."""
+    held: list[list[bytes]] = [[] for _ in asked]
+    for g, tiles in by_tile.items():
+        encoded = record.encode(tiles, g)
+        for card, rec in zip(tiles.get_column("card").to_list(), encoded, strict=True):
+            for i, wanted in enumerate(asked):
+                if wanted == card:
+                    held[i].append(rec)
+    return held
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -94,36 +120,28 @@ def test_small_read_equals_the_polars_engine(
     rows: list[Any], at: int, split: int, asked: list[str]
 ) -> None:
     events = _events(rows)
-    text = frozenset({"s"})
-    record = Record(VIEW, text)
-    records: list[bytes] = []
-    row_of: list[int] = []
-    by_tile = {g: _tiles(events, g, split) for g in VIEW.tiles_ms}
-    for g, tiles in by_tile.items():
-        encoded = record.encode(tiles, g)
-        for card, rec in zip(tiles.get_column("card").to_list(), encoded, strict=True):
-            for i, wanted in enumerate(asked):
-                if wanted == card:
-                    records.append(rec)
-                    row_of.append(i)
-    names = [f.name for f in VIEW.features]
-    plan = LookupPlan.of([(VIEW, names, record)])
-    got, held, times = plan.run([(records, row_of)], len(asked), at)
-    values, found, newest = got[0], held[0], times[0]
+    records = [Record(VIEW, frozenset({"s"})), Record(OTHER, frozenset())]
+    by_tile = [{g: _tiles(events, g, split, r.view) for g in r.view.tiles_ms} for r in records]
+    plan = LookupPlan.of([(r.view, [f.name for f in r.view.features], r) for r in records])
+    got, held, times = plan.run([_held(r, t, asked) for r, t in zip(records, by_tile,
+                                                                     strict=True)], at)  # fmt: skip
 
     entities = pl.DataFrame({"card": asked})
-    for f, served in zip(plan.features[0], values, strict=True):
-        tiles = by_tile[f.window.tile_ms]
-        expected = window_values(tiles, ["card"], at, f.window, {f.column: [f.function]},
-                                 rows=entities).get_column(f"{f.column}__{f.function}")  # fmt: skip
-        want = expected.to_list()
-        assert all(_same(a, b) for a, b in zip(served, want, strict=True)), (f.name, served, want)
-    held = {c for c in events.get_column("card").to_list()}
-    assert found == [c in held for c in asked]
-    for card, t in zip(asked, newest, strict=True):
-        mine = events.filter(pl.col("card") == card)
-        present = mine.filter(pl.any_horizontal(pl.col("x", "y", "s").is_not_null()))
-        assert t == (present.get_column("ts").max() if present.height else None)
+    for features, values, tiles_of in zip(plan.features, got, by_tile, strict=True):
+        for f, served in zip(features, values, strict=True):
+            expected = window_values(tiles_of[f.window.tile_ms], ["card"], at, f.window,
+                                     {f.column: [f.function]}, rows=entities)  # fmt: skip
+            want = expected.get_column(f"{f.column}__{f.function}").to_list()
+            assert all(_same(a, b) for a, b in zip(served, want, strict=True)), (
+                f.name, served, want,
+            )  # fmt: skip
+    cards = set(events.get_column("card").to_list())
+    assert held[0] == held[1] == [c in cards for c in asked]
+    for i, values in enumerate((("x", "y", "s"), ("y",))):
+        for card, t in zip(asked, times[i], strict=True):
+            mine = events.filter(pl.col("card") == card)
+            present = mine.filter(pl.any_horizontal(pl.col(*values).is_not_null()))
+            assert t == (present.get_column("ts").max() if present.height else None)
 
 
 @settings(max_examples=60, deadline=None)
@@ -151,16 +169,12 @@ def test_a_sketch_past_k_estimates_alike(packed: bool, monkeypatch: pytest.Monke
          "y": [1.0] * n, "s": [f"m{i}" for i in range(n)], "offset": range(n)}
     )  # fmt: skip
     record = Record(VIEW, frozenset({"s"}))
-    records, rows = [], []
-    for g in VIEW.tiles_ms:
-        tiles = tile_partials(events, ["card"], "ts", VIEW.values, g)
-        encoded = record.encode(tiles, g)
-        records += encoded
-        rows += [0] * len(encoded)
+    held = [record.encode(tile_partials(events, ["card"], "ts", VIEW.values, g), g)
+            for g in VIEW.tiles_ms]  # fmt: skip
     at = n * 1000
     names = [f.name for f in VIEW.features if f.function == "distinct"]
     plan = LookupPlan.of([(VIEW, names, record)])
-    values = plan.run([(records, rows)], 1, at)[0][0]
+    values = plan.run([[[r for rs in held for r in rs]]], at)[0][0]
     for f, got in zip(plan.features[0], values, strict=True):
         tiles = tile_partials(events, ["card"], "ts", VIEW.values, f.window.tile_ms)
         want = window_values(tiles, ["card"], at, f.window, {f.column: ["distinct"]},
