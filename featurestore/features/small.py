@@ -204,9 +204,7 @@ class LookupPlan:
     laws: dict[str, tuple[int, int]]  # law -> its [start, end) of dense columns
     raw: dict[str, np.ndarray]  # raw part -> dense column per latest value
     finishes: dict[spec.Aggregation, _Finish]
-    # per request, its text `last` features: (feature indices, latest values, window
-    # tiles, text slots in the record)
-    texts: dict[int, tuple[list[int], np.ndarray, np.ndarray, np.ndarray]]
+    texts: _Texts
     n_latest: int
     distinct: list[tuple[int, int]]  # (request, feature) of each distinct feature
     distinct_sketches: np.ndarray  # its sketch
@@ -250,7 +248,7 @@ class LookupPlan:
                   for i, ((view, _, record), wanted) in enumerate(zip(requests, features,
                                                                        strict=True))]  # fmt: skip
         finishes: dict[spec.Aggregation, _Finish] = {}
-        texts: dict[int, list[tuple[int, int, int, int]]] = {}
+        texts: list[tuple[int, int, int, int, int, list[int]]] = []
         distinct: list[tuple[int, int, int, int]] = []
         for i, ((_, _, record), wanted) in enumerate(zip(requests, features, strict=True)):
             for j, f in enumerate(wanted):
@@ -258,18 +256,21 @@ class LookupPlan:
                 if f.function == "distinct":
                     distinct.append((i, j, sketches[key], f.window.tiles))
                 elif f.function == "last" and f.column in record.text_values:
-                    slot = record.texts.index(f.column)
-                    texts.setdefault(i, []).append((j, latest[key], f.window.tiles, slot))
+                    earlier = record.texts[: record.texts.index(f.column)]
+                    texts.append((i, j, latest[key], f.window.tiles,
+                                  record.slots[(f.column, "last")],
+                                  [record.slots[(n, "last")] for n in earlier]))  # fmt: skip
                 else:
                     finishes.setdefault(f.function, _Finish()).add(
                         (i, j), f, column, latest.get(key, -1)
                     )
         for finish in finishes.values():
             finish.freeze()
+        stacked = _Stacked.of(tables, len(ordered))
         return cls(
-            [r for _, _, r in requests], features, _Stacked.of(tables, len(ordered)), laws,
+            [r for _, _, r in requests], features, stacked, laws,
             raw, finishes,
-            {i: _text_arrays(rows) for i, rows in texts.items()},
+            _Texts.of(texts, stacked.zero),
             len(latest), [(i, j) for i, j, _, _ in distinct],
             np.array([s for _, _, s, _ in distinct], dtype=np.int64),
             np.array([t for _, _, _, t in distinct], dtype=np.int64), len(sketches),
@@ -285,13 +286,30 @@ class LookupPlan:
         return _Run(self, tiles, at).values()
 
 
-def _text_arrays(
-    rows: list[tuple[int, int, int, int]],
-) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
-    """One request's text ``last`` features (feature, latest value, tiles, text slot)
-    as (feature indices, and the other three as arrays)."""
-    values, windows, slots = (np.array([r[k] for r in rows]) for k in (1, 2, 3))
-    return [r[0] for r in rows], values, windows, slots
+@dataclass(frozen=True)
+class _Texts:
+    """Every text ``last`` feature of a plan, read at once: where each one's text is in
+    the record holding it (after the fixed part and the sketches, after the texts of the
+    values before it)."""
+
+    outputs: list[tuple[int, int]]  # (request, feature)
+    values: np.ndarray  # latest value index
+    tiles: np.ndarray  # window tiles
+    views: np.ndarray  # request
+    lengths: np.ndarray  # the slot of its text's length (the ``last`` slot)
+    earlier: np.ndarray  # (features, texts before it): their length slots, zero-padded
+
+    @classmethod
+    def of(cls, rows: list[tuple[int, int, int, int, int, list[int]]], zero: int) -> _Texts:
+        width = max((len(r[5]) for r in rows), default=0)
+        values, tiles, views, lengths = (
+            np.array([r[k] for r in rows], dtype=np.int64) for k in (2, 3, 0, 4)
+        )
+        return cls(
+            [(r[0], r[1]) for r in rows], values, tiles, views, lengths,
+            np.array([r[5] + [zero] * (width - len(r[5])) for r in rows],
+                     dtype=np.int64).reshape(len(rows), width),
+        )  # fmt: skip
 
 
 def _table(  # noqa: PLR0917
@@ -412,8 +430,8 @@ class _Run:
             for (i, j), column in zip(finish.outputs, values.tolist(), strict=True):
                 out[i][j] = ([int(v) for v in column] if integers
                              else [None if v != v else v for v in column])  # noqa: PLR0124  # fmt: skip
-        for i, (outputs, values, tiles, slots) in plan.texts.items():
-            for j, column in zip(outputs, self._texts(i, values, tiles, slots), strict=True):
+        if plan.texts.outputs:
+            for (i, j), column in zip(plan.texts.outputs, self._texts(), strict=True):
                 out[i][j] = column
         if plan.distinct:
             self._distinct(out)
@@ -439,31 +457,26 @@ class _Run:
 
         return part
 
-    def _texts(
-        self, request: int, values: np.ndarray, tiles: np.ndarray, slots: np.ndarray
-    ) -> list[list[str | None]]:
-        """The text ``last`` features of one request, all at once: latest values
-        ``values`` over windows of ``tiles`` tiles, at text slots ``slots``."""
-        record = self.plan.records[request]
-        if self.offsets[request] == self.offsets[request + 1]:
-            return [[None] * self.n_rows for _ in values]
+    def _texts(self) -> list[list[str | None]]:
+        """Every text ``last`` feature (`_Texts`), all at once."""
+        texts, stack, n_rows = self.plan.texts, self.plan.tables, self.n_rows
+        if not self.records:
+            return [[None] * n_rows for _ in texts.outputs]
         assert self.held_age is not None
         assert self.held_any is not None
-        age = self.held_age[values]  # (features, rows)
-        inside = (self.held_any[values] & (age < tiles[:, None])).tolist()
-        chosen = self.which[values[:, None], np.arange(self.n_rows)[None, :], age]
-        safe = np.maximum(chosen, self.offsets[request]).ravel()  # a record of this view
-        starts, lengths = record.text_spans(self.matrix[safe, : record.width])
-        picked = np.arange(len(safe)), np.repeat(slots, self.n_rows)
-        shape = chosen.shape
-        begins = starts[picked].reshape(shape).tolist()
-        sizes = lengths[picked].reshape(shape).tolist()
-        records = self.records
-        out = []
-        for picks in zip(chosen.tolist(), begins, sizes, inside, strict=True):
-            out.append([record.text(records[r], b, n) if ok else None
-                        for r, b, n, ok in zip(*picks, strict=True)])  # fmt: skip
-        return out
+        age = self.held_age[texts.values]  # (features, rows)
+        inside = (self.held_any[texts.values] & (age < texts.tiles[:, None])).tolist()
+        chosen = self.which[texts.values[:, None], np.arange(n_rows)[None, :], age]
+        at = np.maximum(chosen, 0)[:, :, None]  # any record where none is chosen
+        matrix, views = self.matrix, texts.views
+        sketches = matrix[at, stack.sizes[views][:, None, :]].sum(axis=2)
+        before = np.nan_to_num(matrix[at, texts.earlier[:, None, :]]).sum(axis=2)
+        starts = (8 * (stack.widths[views][:, None] + sketches) + before).tolist()
+        lengths = matrix[at[:, :, 0], texts.lengths[:, None]].tolist()
+        records, text = self.records, self.plan.records[0].text  # `Record.text`: static
+        picked = zip(chosen.tolist(), starts, lengths, inside, strict=True)
+        return [[text(records[r], b, n) if ok else None
+                 for r, b, n, ok in zip(*picks, strict=True)] for picks in picked]  # fmt: skip
 
     def _distinct(self, out: list[list[list[Any]]]) -> None:
         """Every distinct count at once: (sketch, row, hash) kept at its newest age."""

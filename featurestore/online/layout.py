@@ -236,7 +236,8 @@ class Record:
         starts = base[:, None] + np.cumsum(known, axis=1) - known
         return starts, lengths
 
-    def text(self, record: bytes, start: float, length: float) -> str | None:
+    @staticmethod
+    def text(record: bytes, start: float, length: float) -> str | None:
         """The text ``last`` at a span of `text_spans` (None when null)."""
         if length != length:  # noqa: PLR0124 - NaN: null
             return None

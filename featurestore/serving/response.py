@@ -68,8 +68,9 @@ class OnlineFeatures:
             resolved.requests, lookup.found, lookup.newest_event_ms, strict=True
         ):
             ages = [None if t is None else at_ms - t for t in newest]
+            ttl_ms = view.ttl_ms
             status = [
-                NOT_FOUND if not held else EXPIRED if age is not None and age > view.ttl_ms
+                NOT_FOUND if not held else EXPIRED if age is not None and age > ttl_ms
                 else PRESENT
                 for held, age in zip(found, ages, strict=True)
             ]  # fmt: skip

@@ -37,8 +37,9 @@ VIEW = FeatureView.model_validate(
         ],
     }
 )  # fmt: skip
-# A second view read in the same plan: another record layout (fewer values, one sketch,
-# no text), stacked with VIEW's records in one matrix.
+# A second view read in the same plan: another record layout (other values and sketches,
+# two texts: the second one's bytes follow the first's), stacked with VIEW's records in
+# one matrix.
 OTHER = FeatureView.model_validate(
     {
         "name": "other",
@@ -48,6 +49,8 @@ OTHER = FeatureView.model_validate(
         "aggregations": [
             {"column": "y", "functions": ["count", "min", "max", "distinct"],
              "windows": ["2m/1m", "2h/1h"]},
+            {"column": "s", "functions": ["last"], "windows": ["2m/1m"]},
+            {"column": "u", "functions": ["last", "distinct"], "windows": ["3m/1m", "2h/1h"]},
         ],
     }
 )  # fmt: skip
@@ -71,10 +74,12 @@ event = st.tuples(
 
 def _events(rows: list[tuple[str, int, float | None, float | None, str | None]]) -> pl.DataFrame:
     cards, times, xs, ys, ss = zip(*rows, strict=True)
+    us = [None if s is None else s[::-1] + "~" for s in ss]  # a second text value
     return pl.DataFrame(
-        {"card": cards, "ts": times, "x": xs, "y": ys, "s": ss, "offset": range(len(rows))},
+        {"card": cards, "ts": times, "x": xs, "y": ys, "s": ss, "u": us,
+         "offset": range(len(rows))},
         schema={"card": pl.String, "ts": pl.Int64, "x": pl.Float64, "y": pl.Float64,
-                "s": pl.String, "offset": pl.Int64},
+                "s": pl.String, "u": pl.String, "offset": pl.Int64},
     )  # fmt: skip
 
 
@@ -120,7 +125,7 @@ def test_small_read_equals_the_polars_engine(
     rows: list[Any], at: int, split: int, asked: list[str]
 ) -> None:
     events = _events(rows)
-    records = [Record(VIEW, frozenset({"s"})), Record(OTHER, frozenset())]
+    records = [Record(VIEW, frozenset({"s"})), Record(OTHER, frozenset({"s", "u"}))]
     by_tile = [{g: _tiles(events, g, split, r.view) for g in r.view.tiles_ms} for r in records]
     plan = LookupPlan.of([(r.view, [f.name for f in r.view.features], r) for r in records])
     got, held, times = plan.run([_held(r, t, asked) for r, t in zip(records, by_tile,
@@ -137,7 +142,7 @@ def test_small_read_equals_the_polars_engine(
             )  # fmt: skip
     cards = set(events.get_column("card").to_list())
     assert held[0] == held[1] == [c in cards for c in asked]
-    for i, values in enumerate((("x", "y", "s"), ("y",))):
+    for i, values in enumerate((("x", "y", "s"), ("y", "s", "u"))):
         for card, t in zip(asked, times[i], strict=True):
             mine = events.filter(pl.col("card") == card)
             present = mine.filter(pl.any_horizontal(pl.col(*values).is_not_null()))
