@@ -342,18 +342,22 @@ class RedisOnlineStore:
         tiles = [tile_records(reply) for reply in replies[:reads]]  # per (request, row)
         # Rows in chunks that keep the plan's dense array near _CELLS doubles.
         step = max(1, _CELLS // plan.cells_per_row)
-        values: dict[tuple[int, str], list[Any]] = {}
-        found: list[list[bool]] = [[] for _ in prepared.requests]
-        newest: list[list[int | None]] = [[] for _ in prepared.requests]
-        for start in range(0, max(n, 1), step):
+        views = len(prepared.requests)
+
+        def rows(start: int) -> list[list[list[bytes]]]:
             stop = min(n, start + step)
-            chunk = [tiles[i * n + start : i * n + stop] for i in range(len(prepared.requests))]
-            got, held, times = plan.run(chunk, at)
-            for i, features in enumerate(plan.features):
-                for feature, column in zip(features, got[i], strict=True):
-                    values.setdefault((i, feature.name), []).extend(column)
+            return [tiles[i * n + start : i * n + stop] for i in range(views)]
+
+        got, found, newest = plan.run(rows(0), at)
+        for start in range(step, n, step):  # more rows than one chunk
+            more, held, times = plan.run(rows(start), at)
+            for i in range(views):
+                for column, extra in zip(got[i], more[i], strict=True):
+                    column.extend(extra)
                 found[i] += held[i]
                 newest[i] += times[i]
+        values = {(i, f.name): column for i, features in enumerate(plan.features)
+                  for f, column in zip(features, got[i], strict=True)}  # fmt: skip
         return Lookup(values, types, found, newest)
 
     def _plan(

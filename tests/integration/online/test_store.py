@@ -17,6 +17,7 @@ from featurestore.features import as_of, feature_column
 from featurestore.features.definitions import FeatureView
 from featurestore.local.redis_cluster import RedisCluster
 from featurestore.online import RedisOnlineStore, connect
+from featurestore.online import store as store_module
 from tests.frames import assert_close
 
 pytestmark = pytest.mark.integration
@@ -247,6 +248,25 @@ def test_views_of_different_layouts_read_together_equal_each_read_alone(
         assert_close(together[1], store.read(VIEW, cards, at, FEATURES))
         assert_close(together[1].gather([0, 2]),
                      offline(frame, ["card_000003", "card_000000"], at))  # fmt: skip
+
+
+def test_rows_read_in_chunks_equal_rows_read_at_once(
+    store: RedisOnlineStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lookup of many rows runs in chunks of rows (`store._CELLS`); the answer is the
+    same as in one chunk, value for value, in row order."""
+    store.register(VIEW, TEXT)
+    frame = events(300, seed=5, cards=4)
+    store.apply(VIEW, frame, "ts")
+    cards = pl.DataFrame({"card_id": ["card_000001", "nobody", "card_000003", "card_000000",
+                                      None, "card_000001", "card_000002"]})  # fmt: skip
+    at = BASE + 3 * HOUR
+    whole = store.lookup([(VIEW, FEATURES), (VIEW, ["country_last_24h"])], cards, at)
+    monkeypatch.setattr(store_module, "_CELLS", 1)  # one row per chunk
+    chunked = store.lookup([(VIEW, FEATURES), (VIEW, ["country_last_24h"])], cards, at)
+    assert chunked.values == whole.values
+    assert chunked.found == whole.found == [[True, False, True, True, False, True, True]] * 2
+    assert chunked.newest_event_ms == whole.newest_event_ms
 
 
 def test_sketches_beyond_k_merge_in_redis_as_offline(store: RedisOnlineStore) -> None:
