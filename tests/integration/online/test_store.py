@@ -11,6 +11,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+from redis.exceptions import ResponseError
 
 from featurestore.errors import ConfigError
 from featurestore.features import as_of, feature_column
@@ -281,3 +282,18 @@ def test_sketches_beyond_k_merge_in_redis_as_offline(store: RedisOnlineStore) ->
     want = offline(frame, ["card_000000"], at).select("merchant_id_distinct_1h")
     assert got.equals(want)
     assert got.item() > 256  # an estimate, not an exact count: the sketch was full
+
+
+def test_an_error_reply_in_a_round_trip_is_raised_after_every_reply(
+    store: RedisOnlineStore, redis_prefix: str
+) -> None:
+    """A command Redis refuses in the middle of a round trip: the error is raised once
+    every reply is read, the commands around it ran, and the store's next round trip on
+    the same connections reads its own replies (none left over from the failed one)."""
+    text, number = f"{redis_prefix}{{k}}text", f"{redis_prefix}{{k}}number"
+    store.client.set(text, "a")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        store.send([("INCR", number), ("HVALS", text), ("INCR", number)])
+    assert int(store.client.get(number)) == 2
+    for i in range(3):
+        assert store.send([("INCR", number), ("HMGET", number + "-none", "a")]) == [3 + i, [None]]
