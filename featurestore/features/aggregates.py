@@ -109,6 +109,9 @@ def as_values(value_cols: Mapping[str, str | Value]) -> dict[str, Value]:
     return {n: v if isinstance(v, Value) else Value(v) for n, v in value_cols.items()}
 
 
+SPAN_LO, SPAN_HI = "__lo", "__hi"  # a tile partial's lowest and highest offset (`spans`)
+
+
 def tile_partials(
     events: pl.DataFrame,
     entity: list[str],
@@ -118,11 +121,14 @@ def tile_partials(
     *,
     offset_col: str = "offset",
     keys: Sequence[str] = (),
+    spans: bool = False,
 ) -> pl.DataFrame:
     """One row of partials per entity x tile (x ``keys``), for each value name.
 
     ``value_cols`` maps value names to source columns (or `Value`). ``keys`` are extra
     grouping columns kept in the output (the online store groups by source partition).
+    With ``spans``, each row also has the lowest and highest offset of its events
+    (`SPAN_LO`, `SPAN_HI`: the online store's offset guard).
     """
     if tile_ms <= 0:
         raise ConfigError(f"tile {tile_ms} ms must be greater than 0; use e.g. '1m'")
@@ -161,6 +167,8 @@ def tile_partials(
         ]
         if value.distinct:
             aggs.append(sketch_of(pl.col(f"__h_{name}")).alias(partial_column(name, "sketch")))
+    if spans:
+        aggs += [pl.col("__o").min().alias(SPAN_LO), pl.col("__o").max().alias(SPAN_HI)]
     return (
         ordered.with_columns(pl.col("__t").floordiv(tile_ms).alias(TILE))
         .group_by([*entity, *keys, TILE], maintain_order=True)

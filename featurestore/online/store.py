@@ -40,7 +40,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from featurestore import crashpoints
 from featurestore.errors import ConfigError
-from featurestore.features.aggregates import TILE, epoch_ms, tile_partials
+from featurestore.features.aggregates import SPAN_HI, SPAN_LO, TILE, tile_partials
 from featurestore.features.definitions import FeatureView
 from featurestore.features.sketch import K
 from featurestore.features.small import LookupPlan
@@ -208,22 +208,19 @@ class RedisOnlineStore:
         segments: dict[str, list[Any]] = {}
         prunes: dict[str, list[Any]] = {}
         for g in view.tiles_ms:
-            parts = tile_partials(keyed, [_KEY], time_col, view.values, g,
-                                  offset_col="_offset", keys=keys)  # fmt: skip
-            span = (
-                keyed.with_columns(_tile_of(keyed, time_col, g))
-                .group_by([_KEY, *keys, TILE])
-                .agg(pl.col("_offset").min().alias("__lo"), pl.col("_offset").max().alias("__hi"))
-            )
-            segment = parts.join(span, on=[_KEY, *keys, TILE]).sort(_KEY, "__lo")
-            columns = segment.select(_KEY, _OFIELD, "__lo", "__hi", TILE).to_dict(as_series=False)
+            segment = tile_partials(keyed, [_KEY], time_col, view.values, g,
+                                    offset_col="_offset", keys=keys, spans=True)  # fmt: skip
+            segment = segment.sort(_KEY, SPAN_LO)
+            columns = segment.select(_KEY, _OFIELD, SPAN_LO, SPAN_HI, TILE).to_dict(as_series=False)
+            newest: dict[str, int] = {}  # per key, its newest tile of this granularity
             for key, ofield, lo, hi, tile, rec in zip(
                 *columns.values(), record.encode(segment, g), strict=True
             ):
                 segments.setdefault(key, []).extend((ofield, lo, hi, f"{g},{tile}", rec))
+                if tile > newest.get(key, tile - 1):
+                    newest[key] = tile
             keep = -(-view.retention_for(g) // g)  # tiles behind the newest one to keep
-            newest = segment.group_by(_KEY).agg(pl.col(TILE).max())
-            for key, top in newest.iter_rows():
+            for key, top in newest.items():
                 prunes.setdefault(key, []).extend((f"{g},", top - keep))
         return [(key, args, prunes.get(key, [])) for key, args in segments.items()]
 
@@ -477,7 +474,3 @@ def _apply_command(
     prune = prune or []
     return ("EVALSHA", sha, 1, key, *fixed, len(segments) // 5, len(prune) // 2, K,
             *segments, *prune)  # fmt: skip
-
-
-def _tile_of(frame: pl.DataFrame, time_col: str, tile_ms: int) -> pl.Expr:
-    return epoch_ms(frame.schema, time_col).floordiv(tile_ms).alias(TILE)
