@@ -494,7 +494,7 @@ class _Run:
         hashes = np.frombuffer(joined, dtype="<f8").astype(np.uint64)
         sizes = sizes[held]
         per_record = np.repeat(held, totals[held])  # index into the kept records
-        value_of = np.repeat(np.tile(np.arange(sizes.shape[1]), len(held)), sizes.ravel())
+        value_of = np.repeat(np.arange(sizes.size) % max(sizes.shape[1], 1), sizes.ravel())
         sketch = stack.sketches[self.where[per_record], value_of]
         asked = sketch >= 0
         sketch, hashes = sketch[asked], hashes[asked]
@@ -522,11 +522,15 @@ class _Run:
         asked = plan.distinct_sketches
         tiles = np.minimum(plan.distinct_tiles, depth) - 1
         size = running[asked, :, tiles].astype(np.float64)  # (features, rows)
-        kth = np.zeros_like(size)
-        for f, r in zip(*np.nonzero(size >= K), strict=True):
-            # Beyond K: the K-th smallest hash of the window (hashes ascend per cell).
-            inside = (owner == asked[f] * n_rows + r) & (age <= tiles[f])
-            kth[f, r] = float(hashes[inside][K - 1])
-        values = _NUMPY.estimate((size, kth))
+        beyond = np.nonzero(size >= K)
+        if len(beyond[0]):
+            kth = np.zeros_like(size)
+            for f, r in zip(*beyond, strict=True):
+                # Beyond K: the K-th smallest hash of the window (hashes ascend per cell).
+                inside = (owner == asked[f] * n_rows + r) & (age <= tiles[f])
+                kth[f, r] = float(hashes[inside][K - 1])
+            values = _NUMPY.estimate((size, kth))
+        else:  # every window below K: the estimate is the exact count
+            values = size
         for (i, j), column in zip(plan.distinct, values.tolist(), strict=True):
             out[i][j] = [int(v) for v in column]
