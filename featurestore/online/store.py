@@ -174,8 +174,11 @@ class RedisOnlineStore:
                 pl.lit("o:"), pl.col("_topic"), pl.lit(":"), pl.col("_partition").cast(pl.String)
             ).alias(_OFIELD),
         )
-        # A value is text when its source column is not numeric: its `last` is a string.
-        text = {n for n, v in view.values.items() if not events.schema[v.column].is_numeric()}
+        text = self._text.get((view.name, view.version))
+        if text is None:  # first write of this store: the layout goes to the meta hash
+            # A value is text when its source column is not numeric: its `last` is a string.
+            text = {n for n, v in view.values.items() if not events.schema[v.column].is_numeric()}
+            self.register(view, text)
         record = Record(view, frozenset(text))
         straddling = self._send(record, self._arguments(record, keyed, time_col,
                                                         per_event=False), stats)  # fmt: skip

@@ -297,3 +297,19 @@ def test_an_error_reply_in_a_round_trip_is_raised_after_every_reply(
     assert int(store.client.get(number)) == 2
     for i in range(3):
         assert store.send([("INCR", number), ("HMGET", number + "-none", "a")]) == [3 + i, [None]]
+
+
+def test_a_view_written_without_registering_is_readable_by_another_store(
+    store: RedisOnlineStore,
+) -> None:
+    """`apply` records the view's layout (text values, format) before its first write, so
+    a reader that never saw the writer reads the records."""
+    fresh = VIEW.model_copy(update={"name": "card_spend_unregistered"})
+    writer = RedisOnlineStore(store.client, {"card": ["card_id"]}, prefix=store.prefix)
+    frame = events(200, seed=3, cards=3)
+    writer.apply(fresh, frame, "ts")
+    reader = RedisOnlineStore(store.client, {"card": ["card_id"]}, prefix=store.prefix)
+    at = BASE + 3 * HOUR
+    cards = ["card_000000", "card_000002"]
+    got = reader.read(fresh, pl.DataFrame({"card_id": cards}), at, FEATURES)
+    assert_close(got, offline(frame, cards, at))
