@@ -277,7 +277,8 @@ class BatchDecoder:
             try:
                 records.append(fastavro.schemaless_reader(buf, writer.schema, writer.reader))
             except Exception as exc:
-                out.append(_unreadable(row, len(body), writer.ref, exc, self._pii_enums))
+                ended = buf.tell() >= len(body)  # the reader ran out of bytes
+                out.append(_unreadable(row, len(body), writer.ref, exc, self._pii_enums, ended))
                 continue
             if buf.tell() == len(body):
                 kept.append(row)
@@ -382,14 +383,20 @@ def _brief(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {_OBJECT_REPR.sub('', str(exc))[:160]}"
 
 
-def _unreadable(
-    row: int, size: int, ref: SchemaRef, exc: Exception, pii_enums: frozenset[str]
+def _unreadable(  # noqa: PLR0917
+    row: int,
+    size: int,
+    ref: SchemaRef,
+    exc: Exception,
+    pii_enums: frozenset[str],
+    ended: bool = False,
 ) -> Rejection:
     """Why fastavro could not read a record: its writer does not resolve, or its bytes.
 
     What fastavro says about bytes it cannot read is never quoted: it holds what it read
     from them. "Expected N bytes" is a length read from the body, and in a body that
-    lacks a field that length is the next field's value (a pii number as well). A
+    lacks a field that length is the next field's value (a pii number as well). A body
+    the reader ran out of (``ended``) was cut short, whatever fastavro raised then. A
     resolution failure speaks of the schemas, and of the enum symbol the record holds
     when the reader lacks it: withheld for an enum of a pii field (`pii_enums`)."""
     if isinstance(exc, SchemaResolutionError):
@@ -401,6 +408,8 @@ def _unreadable(
         return Rejection(row, Reason.INCOMPATIBLE_SCHEMA, problem)
     why = next((f": {text}" for kind, text in _BODY_PROBLEMS.items() if isinstance(exc, kind)),
                "")  # fmt: skip
+    if not why and ended and isinstance(exc, IndexError):  # fastavro past the last byte
+        why = f": {_BODY_PROBLEMS[EOFError]}"
     problem = f"the {size}-byte body does not decode with writer schema {ref}: "
     problem += type(exc).__name__ + why
     return Rejection(row, Reason.DECODE_ERROR, problem)

@@ -756,3 +756,28 @@ def test_both_paths_agree_on_flat_records_with_bytes_replaced(
     assert fast.frame.equals(slow.frame)
     assert fast.rejections == slow.rejections
     accounted(fast, len(values))
+
+
+PAYMENT = (Path(__file__).parents[3] / "schemas" / "card_payment.v1.avsc").read_text()
+
+
+@pytest.mark.parametrize("fast", [FAST, SLOW])
+def test_a_body_cut_short_says_so_whatever_fastavro_raises(fast: int) -> None:
+    """Cut inside the last fields, fastavro raises IndexError rather than EOFError; an
+    out-of-range union branch raises IndexError too, with bytes left: not cut short."""
+    body = encode(PAYMENT, {
+        "payment_id": "p1", "card_id": "card_000001", "amount": 12.5, "currency": "EUR",
+        "merchant_id": "m", "merchant_category": "5411", "country": "DE", "channel": "POS",
+        "ip_address": None, "ts": 1_700_000_000_000,
+    })  # fmt: skip
+    union = len(body) - 7  # the ip_address branch, before the 6-byte ts
+    bad_branch = body[:union] + b"\x7e" + body[union + 1 :]
+    cut = [body[:n] for n in range(len(body) - 5, len(body))]  # inside ts
+    good = [framed(1, body)] * 300
+    decoder = BatchDecoder(PAYMENT, Registry({1: PAYMENT}), fast_path_min_records=fast)
+    batch = decoder.decode([*good, *(framed(1, b) for b in [*cut, bad_branch])])
+    messages = [r.message for r in batch.rejections]
+    assert len(messages) == len(cut) + 1
+    assert all("cut short" in m for m in messages[:-1]), messages
+    assert "cut short" not in messages[-1]
+    assert "IndexError" in messages[-1]
