@@ -130,6 +130,25 @@ def test_replays_never_double_count(store: RedisOnlineStore) -> None:
     assert_close(store.read(VIEW, cards, at, FEATURES), offline(frame, CARDS, at))
 
 
+def test_a_zombie_writer_never_double_counts_nor_loses_events(store: RedisOnlineStore) -> None:
+    """A member that lost its partition but still writes (its Kafka transaction is fenced;
+    Redis is not in it) and the new owner, interleaved over the same partition: every
+    event counts once, whoever applies it first, because each hash keeps the highest
+    offset applied per source partition and the script classifies every segment against
+    it (at or below: skipped; straddling: resent one event per segment)."""
+    frame = events(2000, seed=13)
+    zombie = RedisOnlineStore(store.client, {"card": ["card_id"]}, prefix=store.prefix)
+    store.apply(VIEW, frame.slice(0, 500), "ts")  # the old owner, committed up to 499
+    zombie.apply(VIEW, frame.slice(500, 500), "ts")  # applied, never committed: fenced
+    store.apply(VIEW, frame.slice(500, 1000), "ts")  # the new owner, from 500
+    zombie.apply(VIEW, frame.slice(500, 500), "ts")  # the zombie retries its batch
+    zombie.apply(VIEW, frame.slice(1000, 700), "ts")  # and runs ahead of the new owner
+    store.apply(VIEW, frame.slice(1500, 500), "ts")
+    at = BASE + 3 * HOUR
+    cards = pl.DataFrame({"card_id": CARDS})
+    assert_close(store.read(VIEW, cards, at, FEATURES), offline(frame, CARDS, at))
+
+
 def test_late_events_within_retention_update_their_tile(store: RedisOnlineStore) -> None:
     frame = events(400, seed=4, cards=2)
     store.apply(VIEW, frame, "ts")
