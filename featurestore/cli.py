@@ -350,7 +350,8 @@ def run(
         consumer.sinks.offline.path or settings.offline_path,
         online=store,
     )
-    serve_metrics(consumer.metrics_port if metrics_port is None else metrics_port)
+    serve_metrics(consumer.metrics_port if metrics_port is None else metrics_port,
+                  runtime.probes)  # fmt: skip
     console.print(
         f"{consumer.name}: {', '.join(consumer.topics)} -> contract {consumer.subject} "
         f"v{runtime.contract_version}; dead letters to "

@@ -13,6 +13,8 @@ firing and resolution is:
 
 Every event carries the view or contract, the feature or field, the statistic, its
 value and threshold, the window it was computed over, and the owner to page.
+Kinds: drift, violation_rate, null_rate, freshness, lag, and online_store_full (Redis
+refused a write for lack of memory: the consumer waits until it is freed).
 Invariants: with a Redis to keep it in (``state``), which alerts fire survives a
 restart, so a restarted consumer resolves what its predecessor fired and does not fire
 it again; without, the state is the process's own.
@@ -28,6 +30,7 @@ from typing import Any, Literal
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client import Counter, Gauge
+from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 DEFAULT_TOPIC = "featurestore.alerts"
@@ -39,7 +42,7 @@ ALERT_ACTIVE = Gauge(
 )
 ALERTS = Counter("featurestore_alerts", "Alert firings and resolutions.", ["kind", "status"])
 
-Kind = Literal["drift", "violation_rate", "null_rate", "freshness", "lag"]
+Kind = Literal["drift", "violation_rate", "null_rate", "freshness", "lag", "online_store_full"]
 
 
 @dataclass(frozen=True)
@@ -90,17 +93,27 @@ class Alerts:
         """Record one check; returns "firing" or "resolved" when that changed."""
         if breached and alert.key not in self.firing:
             self.firing[alert.key] = alert
-            if self.state is not None:
-                self.state[0].hset(self.state[1], alert.id, json.dumps(asdict(alert)))
+            self._save("hset", alert.id, json.dumps(asdict(alert)))
             self._emit(alert, "firing")
             return "firing"
         if not breached and alert.key in self.firing:
             del self.firing[alert.key]
-            if self.state is not None:
-                self.state[0].hdel(self.state[1], alert.id)
+            self._save("hdel", alert.id)
             self._emit(alert, "resolved")
             return "resolved"
         return None
+
+    def _save(self, command: str, *args: str) -> None:
+        """Keep which alerts fire in Redis, best effort: the alert itself must go out
+        when Redis is what fails (full, or away)."""
+        if self.state is None:
+            return
+        client, key = self.state
+        try:
+            getattr(client, command)(key, *args)
+        except RedisError as exc:
+            log.warning("could not keep the alert state in Redis (%s): a restart may "
+                        "fire or resolve this alert again", exc)  # fmt: skip
 
     def flush(self, timeout: float = 10.0) -> None:
         if self.producer is not None:

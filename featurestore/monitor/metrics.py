@@ -6,7 +6,14 @@ sum(events_dead_lettered)`` holds at every scrape, per consumer and contract.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import threading
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app, start_http_server
+
+from featurestore.monitor.probes import with_probes
 
 EVENTS_IN = Counter(
     "featurestore_events_in", "Events consumed and committed.", ["consumer", "contract"]
@@ -79,7 +86,22 @@ LOOKUP_ENTITIES = Histogram(
 )
 
 
-def serve_metrics(port: int) -> None:
-    """Expose /metrics on ``port`` (0: not at all)."""
-    if port:
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probes and scrapes every few seconds: not one log line each."""
+
+
+def serve_metrics(port: int, health: Any = None) -> None:
+    """Expose /metrics on ``port`` (0: not at all), and with ``health`` (a consumer's
+    `featurestore.monitor.probes.Probes`) the probes /healthz and /readyz."""
+    if not port:
+        return
+    if health is None:
         start_http_server(port)
+        return
+    server = make_server("", port, with_probes(make_wsgi_app(), health), _Server, _Quiet)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()

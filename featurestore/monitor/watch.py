@@ -15,11 +15,12 @@ import polars as pl
 
 from featurestore.contracts.violations import Rejection
 from featurestore.features.definitions import FeatureView
-from featurestore.monitor.alerts import Alerts
+from featurestore.monitor.alerts import Alert, Alerts
 from featurestore.monitor.config import Monitoring
 from featurestore.monitor.drift import Baseline, ViewDrift
 from featurestore.monitor.health import ContractHealth
 from featurestore.online.lifecycle import Lifecycle
+from featurestore.online.memory import Memory
 from featurestore.online.store import RedisOnlineStore
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,20 @@ class Watch:
         for drift in self.drifts.values():
             drift.check(now_ms)
         self.alerts.flush(flush_timeout)
+
+    def online_full(self, view: FeatureView, used: Memory | None) -> None:
+        """Redis refused ``view``'s write for lack of memory (``used``: its memory, when
+        it could be read), or, with None, took it: the alert fires once and resolves
+        once."""
+        full = used is not None
+        alert = Alert(
+            "online_store_full", f"{view.name} v{view.version}", "redis", "used_memory_bytes",
+            float(used.used) if used else 0.0, float(used.maxmemory) if used else 0.0,
+            "the online write of a batch (the consumer waits and retries)", view.owner,
+        )  # fmt: skip
+        if full or alert.key in self.alerts.firing:
+            self.alerts.check(alert, full)
+            self.alerts.flush(1.0)
 
     def _refresh(self) -> None:
         """Watch the active version of each view that has a baseline."""

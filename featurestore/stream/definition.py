@@ -50,6 +50,11 @@ class OnlineSink(BaseModel):
         "rediss:// (TLS), redis+sentinel://host:port/service, redis+cluster://host:port,...",
     )
     prefix: str = Field(default="fs", description="Prefix of every key the store writes.")
+    allow_eviction: bool = Field(
+        default=False,
+        description="Accept a Redis whose maxmemory-policy may evict keys (refused by "
+        "default: evicted tiles make counts and sums drop silently).",
+    )
 
 
 class Sinks(BaseModel):

@@ -19,6 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import random
 import signal
 import struct
 import threading
@@ -33,7 +34,7 @@ from typing import Any, TypeVar
 
 import polars as pl
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
-from redis.exceptions import ClusterDownError
+from redis.exceptions import ClusterDownError, OutOfMemoryError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -57,9 +58,11 @@ from featurestore.monitor.metrics import (
     ONLINE_WRITE_SECONDS,
     RETRIES,
 )
+from featurestore.monitor.probes import Probes
 from featurestore.monitor.watch import watch_for
 from featurestore.offline import EventWriter
-from featurestore.online.store import RedisOnlineStore
+from featurestore.online.memory import Memory, check_eviction, memory
+from featurestore.online.store import ApplyStats, RedisOnlineStore
 from featurestore.stream.checkpoint import Checkpointer, Fenced, TransientCommitError
 from featurestore.stream.definition import ConsumerDefinition
 from featurestore.stream.dlq import DeadLetter, Headers, SourceRecord, dead_letter
@@ -78,6 +81,7 @@ RETRYABLE = (
     RedisConnectionError,
     RedisTimeoutError,
     ClusterDownError,
+    OutOfMemoryError,  # Redis at maxmemory under noeviction: wait until memory is freed
 )
 
 
@@ -115,6 +119,7 @@ class ConsumerRuntime:
         self.registry = registry
         self.clock = clock
         self.stats = ConsumerStats()
+        self.probes = Probes()  # /healthz and /readyz on the metrics port
         self._stop = threading.Event()
         reader = self._retrying(
             "fetch the contract",
@@ -138,6 +143,12 @@ class ConsumerRuntime:
             self.sink = EventWriter(offline_root, definition.subject, contract.event_time)
         self.online = online if definition.sinks.online.enabled else None
         self.views = definition.views if self.online is not None else []
+        if self.views:  # a Redis that may evict tiles is refused unless allowed
+            assert self.online is not None
+            client, allow = self.online.client, definition.sinks.online.allow_eviction
+            who = f"consumer {definition.name}"
+            self._retrying("read Redis' memory policy",
+                           partial(check_eviction, client, allow=allow, who=who))  # fmt: skip
         self.computed: ComputedViews | None = None
         if self.views:
             self._check_views()
@@ -199,10 +210,12 @@ class ConsumerRuntime:
             }
         )
         self.consumer.subscribe(d.topics, on_assign=_log_assign, on_revoke=self._on_revoke)
-        last_report = time.monotonic()
+        last_report, reported = time.monotonic(), self.stats.events_in
+        self.probes.waiting(None)
         try:
             while not self._stop.is_set():
                 msgs = self.consumer.consume(d.batch_size, d.batch_wait_ms / 1000)
+                self.probes.beat()
                 records = [m for m in msgs if not _skippable(m)]
                 if records:
                     crashpoints.reach("poll")
@@ -212,9 +225,11 @@ class ConsumerRuntime:
                         break
                 if until is not None and until(self.stats):
                     break
-                if time.monotonic() - last_report > 5:
-                    last_report = time.monotonic()
-                    log.info("%s: %s", d.name, self.describe())
+                if time.monotonic() - last_report > 5:  # progress: rate and lag
+                    rate = (self.stats.events_in - reported) / (time.monotonic() - last_report)
+                    last_report, reported = time.monotonic(), self.stats.events_in
+                    log.info("%s: %s; %s events/s, lag %s", d.name, self.describe(),
+                             f"{rate:,.0f}", self._lag_text())  # fmt: skip
         finally:
             if self.watch is not None and self.stats.events_in:
                 self._final_check()
@@ -322,6 +337,14 @@ class ConsumerRuntime:
         except Exception:  # shutting down: report, do not mask why we stop
             log.exception("the final monitoring check failed")
 
+    def _lag_text(self) -> str:
+        """The records behind the partitions' ends, for the progress log line."""
+        assert self.consumer is not None
+        try:
+            return f"{sum(self._lag().values()):,}" if self.consumer.assignment() else "-"
+        except KafkaException as exc:  # the broker is away: the loop's retries say so
+            return f"unknown ({exc.args[0] if exc.args else exc})"
+
     def _lag(self) -> dict[str, int]:
         assert self.consumer is not None
         out = {}
@@ -344,13 +367,34 @@ class ConsumerRuntime:
         columns = [*keys, event_time, *values, "_topic", "_partition", "_offset"]
         events = valid.select(list(dict.fromkeys(columns)))
         started = time.monotonic()
-        apply = partial(online.apply, view, events, event_time)
+
+        def apply() -> ApplyStats:
+            stats = online.apply(view, events, event_time)
+            self._online_full(full=False)  # a write landed: Redis has room again
+            return stats
+
         stats = self._retrying(f"apply {view.name} to Redis", apply)
         elapsed = time.monotonic() - started
         ONLINE_WRITE_SECONDS.labels(self.definition.name, view.name).observe(elapsed)
         if stats.resent_entities:
             log.info("%s: %d entities replayed across a batch boundary, resent per event",
                      view.name, stats.resent_entities)  # fmt: skip
+
+    def _online_full(self, *, full: bool) -> None:
+        """Fire (full) or resolve (not) the alert of a Redis too full for the views'
+        writes, to each view's owner (once per firing: `Alerts`)."""
+        watch, online = getattr(self, "watch", None), getattr(self, "online", None)
+        if watch is None or online is None:  # (at start, before both are made)
+            return
+        used = None
+        if full:
+            try:  # its memory, for the alert; reads still work on a full Redis
+                used = max(memory(online.client), key=lambda m: m.used)
+            except RedisError as exc:
+                log.warning("could not read Redis' memory: %s", exc)
+                used = Memory("redis", "", 0, 0)
+        for view in self.views:
+            watch.online_full(view, used)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Nothing to flush: each batch was committed before the poll that revokes.
@@ -427,9 +471,15 @@ class ConsumerRuntime:
             except RETRYABLE as exc:
                 if self._stop.is_set() and what != "commit":
                     raise Interrupted(what) from exc
-                log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
+                if isinstance(exc, OutOfMemoryError):  # Redis full: any write of ours
+                    self._online_full(full=True)
+                wait = jittered(delay)
+                log.warning("%s failed, retrying in %.1fs: %s", what, wait, exc)
                 RETRIES.labels(self.definition.name, what).inc()
-                self._stop.wait(delay)
+                waited = self.probes.waiting_for
+                self.probes.waiting(what)  # not ready, but alive: waiting is its work
+                self._stop.wait(wait)
+                self.probes.waiting(waited)
                 delay = min(delay * 2, 30.0)
 
     def _rewind(self) -> None:
@@ -440,6 +490,12 @@ class ConsumerRuntime:
         for tp in self.consumer.committed(assignment, timeout=30):
             offset = tp.offset if tp.offset >= 0 else -2  # OFFSET_BEGINNING
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+
+
+def jittered(delay: float) -> float:
+    """A retry's wait: ``delay`` give or take half, so that consumers that failed
+    together (an outage of Redis, the broker or the registry) do not retry in lockstep."""
+    return delay * random.uniform(0.5, 1.5)
 
 
 def _without_values(exc: BaseException) -> str:

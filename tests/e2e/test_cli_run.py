@@ -102,6 +102,9 @@ def test_run_stop_metrics_show_and_replay(
         dead = _metric(metrics, "featurestore_events_dead_lettered_total",
                        reason="CONSTRAINT_VIOLATION")  # fmt: skip
         assert (valid, dead) == (190, 10)
+        for probe, answer in (("healthz", "live"), ("readyz", "ready: consuming")):
+            got = httpx.get(f"http://127.0.0.1:{port}/{probe}")
+            assert (got.status_code, got.text.split(":")[0]) == (200, answer.split(":")[0])
     finally:
         run.send_signal(signal.SIGTERM)
         _out, err = run.communicate(timeout=60)
