@@ -18,12 +18,14 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from featurestore import crashpoints
+from featurestore.errors import ConfigError
 
 SOURCE_COLUMNS = ("_topic", "_partition", "_offset")
 DATE_COLUMN = "event_date"
@@ -82,6 +84,71 @@ class EventWriter:
         return final
 
 
+_WIDEN = pl.ScanCastOptions(integer_cast="upcast", float_cast="upcast")
+_SCHEMAS: dict[tuple[str, str], pl.Schema] = {}  # (root, file) -> its schema; files never change
+_SCHEMAS_KEPT = 100_000
+
+
+def events_schema(root: str, subject: str) -> pl.Schema | None:
+    """The one schema all of a subject's files read as (None when there is no file):
+    every column of any file, in the order files first show them, each at the supertype
+    of its types. So files written under every version of a contract read as one frame:
+    a field added later is null before it, a field dropped later is null after, an int
+    promoted to long reads as long (Avro's promotions: int -> long -> float -> double).
+    All files count, whatever days a scan keeps, so a query of any period can name a
+    column (null where it had no values). A type change Polars cannot widen is a
+    ConfigError naming the column and a file. Each file's schema is read once per
+    process (its footer; files never change once written)."""
+    fs, base = _filesystem(root)
+    base = f"{base}/{subject}"
+    files = _files(fs, base)
+    found: dict[tuple[Any, ...], tuple[pl.Schema, str]] = {}  # distinct schemas, a file each
+    for path in files:
+        schema = _SCHEMAS.get((root, path))
+        if schema is None:
+            schema = pl.DataFrame(pq.read_schema(path, filesystem=fs).empty_table()).schema
+            if len(_SCHEMAS) >= _SCHEMAS_KEPT:
+                _SCHEMAS.clear()
+            _SCHEMAS[(root, path)] = schema
+        found.setdefault(tuple(schema.items()), (schema, path))
+    if not found:
+        return None
+    union: pl.Schema | None = None
+    try:
+        frames = [pl.DataFrame(schema=schema) for schema, _ in found.values()]
+        union = pl.concat(frames, how="diagonal_relaxed").schema
+    except (pl.exceptions.PolarsError, TypeError) as exc:
+        problem = str(exc)
+    else:  # Polars would also make text of numbers: only numeric promotions widen
+        widest = union
+        problem = next((f"column {name!r} is {dtype} in {path} and {widest[name]} in another"
+                        for schema, path in found.values() for name, dtype in schema.items()
+                        if not _widens(dtype, widest[name])), "")  # fmt: skip
+    if union is None or problem:
+        raise ConfigError(
+            f"the events of {subject!r} cannot be read as one frame: {problem}. A contract "
+            "change must keep each field's type or promote it as Avro does (int -> long -> "
+            "float -> double); give the changed field a new name instead"
+        )
+    return union
+
+
+def _widens(stored: pl.DataType, read: pl.DataType) -> bool:
+    return stored in (read, pl.Null) or (stored.is_numeric() and read.is_numeric())
+
+
+def _files(fs: pafs.FileSystem, base: str) -> list[str]:
+    """The Parquet files under ``base``, in name order; temporary files (dot-named) are
+    not events."""
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
+    except FileNotFoundError:
+        return []
+    files = [info.path for info in infos if info.type == pafs.FileType.File
+             and info.path.endswith(".parquet") and not info.base_name.startswith(".")]  # fmt: skip
+    return sorted(files)
+
+
 def scan_events(
     root: str,
     subject: str,
@@ -100,7 +167,11 @@ def scan_events(
     whose entity keys appear in ``entities``.
     """
     base = f"{root.rstrip('/')}/{subject}" if "://" in root else str(Path(root).resolve() / subject)
-    scan = pl.scan_parquet(f"{base}/**/*.parquet", hive_partitioning=True)
+    schema = events_schema(root, subject)  # every contract version's columns
+    scan = pl.scan_parquet(
+        f"{base}/**/*.parquet", hive_partitioning=True, schema=schema,
+        missing_columns="insert", extra_columns="ignore", cast_options=_WIDEN,
+    )  # fmt: skip
     if between is not None:
         if event_time is None:
             raise ValueError("`between` needs the `event_time` column")
