@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -102,27 +103,36 @@ def events_schema(root: str, subject: str) -> pl.Schema | None:
     fs, base = _filesystem(root)
     base = f"{base}/{subject}"
     files = _files(fs, base)
-    found: dict[tuple[Any, ...], tuple[pl.Schema, str]] = {}  # distinct schemas, a file each
+    unread = [path for path in files if (root, path) not in _SCHEMAS]
+    if len(_SCHEMAS) + len(unread) > _SCHEMAS_KEPT:
+        _SCHEMAS.clear()
+        unread = files
+
+    if isinstance(fs, pafs.LocalFileSystem):  # Polars reads a local footer in Rust
+        read = [pl.Schema(pl.read_parquet_schema(path)) for path in unread]
+    else:  # a footer is a request on object storage: several at once, with pyarrow's fs
+        with ThreadPoolExecutor(16) as pool:
+            arrow = pool.map(lambda path: pq.read_schema(path, filesystem=fs), unread)
+            read = [pl.DataFrame(schema.empty_table()).schema for schema in arrow]
+    for path, schema in zip(unread, read, strict=True):
+        _SCHEMAS[(root, path)] = schema
+    distinct: dict[tuple[Any, ...], tuple[pl.Schema, str]] = {}  # a file of each schema
     for path in files:
-        schema = _SCHEMAS.get((root, path))
-        if schema is None:
-            schema = pl.DataFrame(pq.read_schema(path, filesystem=fs).empty_table()).schema
-            if len(_SCHEMAS) >= _SCHEMAS_KEPT:
-                _SCHEMAS.clear()
-            _SCHEMAS[(root, path)] = schema
-        found.setdefault(tuple(schema.items()), (schema, path))
+        schema = _SCHEMAS[(root, path)]
+        distinct.setdefault(tuple(schema.items()), (schema, path))
+    found = list(distinct.values())
     if not found:
         return None
     union: pl.Schema | None = None
     try:
-        frames = [pl.DataFrame(schema=schema) for schema, _ in found.values()]
+        frames = [pl.DataFrame(schema=schema) for schema, _ in found]
         union = pl.concat(frames, how="diagonal_relaxed").schema
     except (pl.exceptions.PolarsError, TypeError) as exc:
         problem = str(exc)
     else:  # Polars would also make text of numbers: only numeric promotions widen
         widest = union
         problem = next((f"column {name!r} is {dtype} in {path} and {widest[name]} in another"
-                        for schema, path in found.values() for name, dtype in schema.items()
+                        for schema, path in found for name, dtype in schema.items()
                         if not _widens(dtype, widest[name])), "")  # fmt: skip
     if union is None or problem:
         raise ConfigError(
