@@ -13,8 +13,9 @@ firing and resolution is:
 
 Every event carries the view or contract, the feature or field, the statistic, its
 value and threshold, the window it was computed over, and the owner to page.
-Kinds: drift, violation_rate, null_rate, freshness, lag, and online_store_full (Redis
-refused a write for lack of memory: the consumer waits until it is freed).
+Kinds: drift, violation_rate, null_rate, freshness, lag, online_store_full (Redis
+refused a write for lack of memory) and offline_store_full (no space left for the
+offline store's files); in both the consumer waits until there is room.
 Invariants: with a Redis to keep it in (``state``), which alerts fire survives a
 restart, so a restarted consumer resolves what its predecessor fired and does not fire
 it again; without, the state is the process's own.
@@ -42,7 +43,15 @@ ALERT_ACTIVE = Gauge(
 )
 ALERTS = Counter("featurestore_alerts", "Alert firings and resolutions.", ["kind", "status"])
 
-Kind = Literal["drift", "violation_rate", "null_rate", "freshness", "lag", "online_store_full"]
+Kind = Literal[
+    "drift",
+    "violation_rate",
+    "null_rate",
+    "freshness",
+    "lag",
+    "online_store_full",
+    "offline_store_full",
+]
 
 
 @dataclass(frozen=True)

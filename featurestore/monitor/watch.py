@@ -80,6 +80,21 @@ class Watch:
             self.alerts.check(alert, full)
             self.alerts.flush(1.0)
 
+    def offline_full(self, where: str | None) -> None:
+        """The offline store's filesystem had no space left for a batch (``where``: the
+        error), or, with None, took one: the alert fires once and resolves once, to the
+        contract's owner."""
+        health = self.health
+        alert = Alert(
+            "offline_store_full", health.subject, "offline store", "no_space_left",
+            1.0 if where else 0.0, 0.0,
+            f"the offline write of a batch (the consumer waits and retries): {where or 'ok'}",
+            health.owner,
+        )  # fmt: skip
+        if where is not None or alert.key in self.alerts.firing:
+            self.alerts.check(alert, where is not None)
+            self.alerts.flush(1.0)
+
     def _refresh(self) -> None:
         """Watch the active version of each view that has a baseline."""
         if self.store is None:

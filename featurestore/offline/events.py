@@ -4,7 +4,8 @@ by event date, with ``_topic``, ``_partition`` and ``_offset`` columns.
 Invariants:
 - A file appears whole or not at all: it is written under a temporary name and renamed;
   on a local filesystem the file and its directory are fsynced before ``write`` returns,
-  so the consumer may commit offsets after it.
+  so the consumer may commit offsets after it. A write that fails (a full disk) removes
+  its temporary file, so retries do not fill the disk further.
 - Replays may write a row twice (a crash between the write and the offset commit);
   readers dedupe by (``_topic``, ``_partition``, ``_offset``), so no row is ever counted
   twice.
@@ -13,6 +14,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -47,6 +49,11 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
+def _discard(fs: pafs.FileSystem, path: str) -> None:
+    with contextlib.suppress(OSError):  # never created, or the filesystem is away too
+        fs.delete_file(path)
+
+
 class EventWriter:
     """Appends validated events of one contract (one folder per subject)."""
 
@@ -74,10 +81,14 @@ class EventWriter:
     def _write_file(self, folder: str, name: str, rows: pl.DataFrame) -> str:
         self.fs.create_dir(folder, recursive=True)
         final, temporary = f"{folder}/{name}", f"{folder}/.{name}.tmp"
-        with self.fs.open_output_stream(temporary) as out:
-            pq.write_table(rows.to_arrow(), out, compression="zstd")
-        if self._local:
-            _fsync(temporary)
+        try:
+            with self.fs.open_output_stream(temporary) as out:
+                pq.write_table(rows.to_arrow(), out, compression="zstd")
+            if self._local:
+                _fsync(temporary)
+        except BaseException:  # a full disk: a retry must not find it fuller by this file
+            _discard(self.fs, temporary)
+            raise
         crashpoints.reach("offline.temporary")
         self.fs.move(temporary, final)
         if self._local:

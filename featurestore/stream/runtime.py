@@ -18,6 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
 import signal
@@ -287,6 +288,8 @@ class ConsumerRuntime:
         if self.sink is not None:
             sink, writing = self.sink, time.monotonic()
             self._retrying("write offline events", lambda: sink.write(valid))
+            if self.watch is not None:
+                self.watch.offline_full(None)  # resolves a full-disk alert: it was written
             OFFLINE_WRITE_SECONDS.labels(self.definition.name).observe(time.monotonic() - writing)
             crashpoints.reach("offline.written")
         if self.computed is not None:
@@ -473,6 +476,8 @@ class ConsumerRuntime:
                     raise Interrupted(what) from exc
                 if isinstance(exc, OutOfMemoryError):  # Redis full: any write of ours
                     self._online_full(full=True)
+                if isinstance(exc, OSError) and exc.errno == errno.ENOSPC and self.watch:
+                    self.watch.offline_full(f"{what}: {exc.strerror}")
                 wait = jittered(delay)
                 log.warning("%s failed, retrying in %.1fs: %s", what, wait, exc)
                 RETRIES.labels(self.definition.name, what).inc()
