@@ -7,6 +7,9 @@ laws of `featurestore.features.spec` on numpy arrays instead. A `LookupPlan` is 
 once per request shape (views, features, text values); each lookup then costs a fixed
 number of array operations, whatever the number of features, views or entity rows:
 
+- the fixed parts of every view's records are stacked in ONE matrix (padded to the
+  widest record), and one table per (view, granularity) (`_Stacked`) says where each
+  record's parts go, so each step below is one operation for all views;
 - every part a feature reads, of every view and granularity, is a column of ONE dense
   array laid out by (column, entity row, age), where age = ``floor(at / g) - tile``
   (0 for the request time's own tile). A window of T tiles is the first T ages, so ONE
@@ -18,7 +21,8 @@ number of array operations, whatever the number of features, views or entity row
   formula the Polars engine evaluates, so both agree bit for bit
   (tests/unit/features/test_small_read.py);
 - sketches (``union``): each (sketch, row, hash) is kept once, at the newest age it was
-  seen; counts per age, accumulated, give every window's distinct count at once.
+  seen; counts per age, accumulated, give every window's distinct count at once;
+- a text ``last`` is sliced from the record holding it, every one of them at once.
 
 Tiles later than the request time's tile are ignored (they cannot exist online: their
 events have not arrived yet); tiles older than a window are outside it, as in
