@@ -45,7 +45,7 @@ def own_redis(tmp_path: Path) -> Iterator[str]:
         stop(record)
 
 
-@pytest.mark.parametrize("policy", ["allkeys-lru", "volatile-lru", "allkeys-random"])
+@pytest.mark.parametrize("policy", ["allkeys-lru", "volatile-lru"])
 def test_a_redis_that_may_evict_is_refused_unless_allowed(
     own_redis: str, registry: RunningRegistry, services: Services, policy: str
 ) -> None:
