@@ -76,9 +76,7 @@ class Watch:
             float(used.used) if used else 0.0, float(used.maxmemory) if used else 0.0,
             "the online write of a batch (the consumer waits and retries)", view.owner,
         )  # fmt: skip
-        if full or alert.key in self.alerts.firing:
-            self.alerts.check(alert, full)
-            self.alerts.flush(1.0)
+        self._now(alert, full)
 
     def offline_full(self, where: str | None) -> None:
         """The offline store's filesystem had no space left for a batch (``where``: the
@@ -91,8 +89,12 @@ class Watch:
             f"the offline write of a batch (the consumer waits and retries): {where or 'ok'}",
             health.owner,
         )  # fmt: skip
-        if where is not None or alert.key in self.alerts.firing:
-            self.alerts.check(alert, where is not None)
+        self._now(alert, where is not None)
+
+    def _now(self, alert: Alert, breached: bool) -> None:
+        """An alert of the write path: out at once when it fires or resolves, not at the
+        next check (the consumer may wait on it for long)."""
+        if self.alerts.check(alert, breached) is not None:
             self.alerts.flush(1.0)
 
     def _refresh(self) -> None:

@@ -63,7 +63,7 @@ from featurestore.monitor.probes import Probes
 from featurestore.monitor.watch import watch_for
 from featurestore.offline import EventWriter
 from featurestore.online.memory import Memory, check_eviction, memory
-from featurestore.online.store import ApplyStats, RedisOnlineStore
+from featurestore.online.store import RedisOnlineStore
 from featurestore.stream.checkpoint import Checkpointer, Fenced, TransientCommitError
 from featurestore.stream.definition import ConsumerDefinition
 from featurestore.stream.dlq import DeadLetter, Headers, SourceRecord, dead_letter
@@ -297,6 +297,7 @@ class ConsumerRuntime:
             first = batch.first_offsets
             for view in self._retrying("read the views' state", lambda: computed.current(first)):
                 self._apply_online(view, valid)
+            self._online_full(full=False)  # the writes landed: Redis has room again
             crashpoints.reach("online.applied")
         letters = [self._dead_letter(records[r.row], r) for r in rejections]
         offsets = self.watermarks.attach(batch.next_offsets)
@@ -370,12 +371,7 @@ class ConsumerRuntime:
         columns = [*keys, event_time, *values, "_topic", "_partition", "_offset"]
         events = valid.select(list(dict.fromkeys(columns)))
         started = time.monotonic()
-
-        def apply() -> ApplyStats:
-            stats = online.apply(view, events, event_time)
-            self._online_full(full=False)  # a write landed: Redis has room again
-            return stats
-
+        apply = partial(online.apply, view, events, event_time)
         stats = self._retrying(f"apply {view.name} to Redis", apply)
         elapsed = time.monotonic() - started
         ONLINE_WRITE_SECONDS.labels(self.definition.name, view.name).observe(elapsed)

@@ -3,6 +3,7 @@ met faults ends exactly where a run that met none does."""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,23 @@ def reference_run(
     deadline = time.monotonic() + 180
     runtime.run(until=lambda s: s.events_in >= events or time.monotonic() > deadline)
     return d, Outcome(store, offline, d.dlq_for(topic)), runtime.stats.events_in
+
+
+def started_consumer(
+    kafka: dict[str, Any], redis_url: str, registry_url: str, topic: str, *, group: str,
+    prefix: str, offline: Path,
+) -> tuple[ConsumerDefinition, RedisOnlineStore, ConsumerRuntime, threading.Thread]:  # fmt: skip
+    """A consumer of ``topic`` with the test views (batches of 300, dead letters to
+    ``<topic>.dlq``, keys under ``prefix``, Redis calls that give up after 2 s), running
+    in a daemon thread."""
+    d = definition(topic, group, prefix, batch_size=300)
+    d = d.model_copy(update={"dlq_topic": f"{topic}.dlq"})
+    store = RedisOnlineStore(connect(redis_url, socket_timeout=2), d.join_keys, prefix)
+    runtime = ConsumerRuntime(d, kafka, RegistryClient(registry_url), str(offline),
+                              online=store)  # fmt: skip
+    thread = threading.Thread(target=runtime.run, daemon=True)
+    thread.start()
+    return d, store, runtime, thread
 
 
 def offline_events(root: Path) -> pl.DataFrame:

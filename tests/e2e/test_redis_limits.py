@@ -5,7 +5,6 @@ wait, alert the view's owner and lose nothing, while lookups keep answering."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from featurestore.monitor.alerts import read_alerts
 from featurestore.online import RedisOnlineStore, connect
 from featurestore.stream import ConsumerRuntime
 from tests.conftest import Services
-from tests.e2e.outcomes import Outcome, assert_same_outcome, reference_run
+from tests.e2e.outcomes import Outcome, assert_same_outcome, reference_run, started_consumer
 from tests.e2e.test_features import MINUTE, PARTITIONS, definition, produce, stream, values_at
 from tests.e2e.test_groups import drain, until
 from tests.integration.registry.conftest import RunningRegistry
@@ -79,13 +78,15 @@ def test_a_full_redis_makes_the_consumer_wait_and_alert_and_lose_nothing(
     first, second = events[:2_000], events[2_000:]
     produce(services, registry, topic, first)
     kafka = {"bootstrap.servers": services.kafka_bootstrap}
-    d = definition(topic, f"fs-full-{topic}", "full", batch_size=300)
-    d = d.model_copy(update={"dlq_topic": f"{topic}.dlq"})
-    store = RedisOnlineStore(connect(own_redis, socket_timeout=2), d.join_keys, "full")
-    runtime = ConsumerRuntime(d, kafka, RegistryClient(registry.url),
-                              str(tmp_path / "offline"), online=store)  # fmt: skip
-    thread = threading.Thread(target=runtime.run, daemon=True)
-    thread.start()
+    d, store, runtime, thread = started_consumer(
+        kafka,
+        own_redis,
+        registry.url,
+        topic,
+        group=f"fs-full-{topic}",
+        prefix="full",
+        offline=tmp_path / "offline",
+    )
     until(lambda: runtime.stats.events_in >= len(first), lambda: runtime.stats)
 
     admin = redis.Redis.from_url(own_redis)

@@ -9,7 +9,6 @@ session's broker.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,16 +17,13 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from featurestore.contracts.registry.client import RegistryClient
 from featurestore.local import KafkaDistribution, KafkaServer, wait_for_kafka
 from featurestore.local.process import ProcessRecord, free_port, stop
 from featurestore.local.redis import RedisServer, wait_for_redis
-from featurestore.online import RedisOnlineStore, connect
 from featurestore.settings import Settings
-from featurestore.stream import ConsumerRuntime
 from tests.conftest import Services
-from tests.e2e.outcomes import Outcome, assert_same_outcome, reference_run
-from tests.e2e.test_features import MINUTE, PARTITIONS, definition, produce, stream
+from tests.e2e.outcomes import Outcome, assert_same_outcome, reference_run, started_consumer
+from tests.e2e.test_features import MINUTE, PARTITIONS, produce, stream
 from tests.e2e.test_groups import drain, until
 from tests.integration.registry.conftest import RunningRegistry
 
@@ -92,13 +88,15 @@ def test_redis_then_the_broker_restarted_mid_stream_lose_and_double_nothing(
     admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS)])[topic].result(30)
     produce(on_broker, registry, topic, first)
 
-    d = definition(topic, "fs-restarts", "restarts", batch_size=300)
-    d = d.model_copy(update={"dlq_topic": f"{topic}.dlq"})
-    store = RedisOnlineStore(connect(redis_url, socket_timeout=2), d.join_keys, "restarts")
-    runtime = ConsumerRuntime(d, kafka, RegistryClient(registry.url),
-                              str(tmp_path / "offline"), online=store)  # fmt: skip
-    thread = threading.Thread(target=runtime.run, daemon=True)
-    thread.start()
+    d, store, runtime, thread = started_consumer(
+        kafka,
+        redis_url,
+        registry.url,
+        topic,
+        group="fs-restarts",
+        prefix="restarts",
+        offline=tmp_path / "offline",
+    )
     until(lambda: runtime.stats.events_in >= 1_200, lambda: runtime.stats)
 
     redis_service.down()  # Redis first
