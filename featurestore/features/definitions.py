@@ -184,11 +184,11 @@ class FeatureView(BaseModel):
         """Tile granularities stored for this view, finest first."""
         return sorted({w.tile_ms for w in self.windows})
 
-    @property
+    @cached_property
     def lateness_ms(self) -> int:
         return duration_ms(self.allowed_lateness)
 
-    @property
+    @cached_property
     def retention_ms(self) -> int:
         return max(w.length_ms for w in self.windows) + self.lateness_ms
 
@@ -197,7 +197,7 @@ class FeatureView(BaseModel):
         longest = max(w.length_ms for w in self.windows if w.tile_ms == tile_ms)
         return longest + self.lateness_ms
 
-    @property
+    @cached_property
     def ttl_ms(self) -> int:
         return duration_ms(self.ttl) if self.ttl is not None else self.retention_ms
 

@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # the online store's record format, which passes its Record i
 _LAWS = ("add", "min", "max", "raw")  # column order in the dense array
 _RAW = ("count", *spec.LATEST)  # a latest value's columns, as stored (not accumulated)
 _INTEGERS = frozenset({"count", "distinct"})
+_SUMS = frozenset({"sum", "sumsq"})
 _LAW = {p.name: p.merge for p in spec.PARTS}
 _SHIFT = np.uint64(HASH_BITS)  # sketch hashes are below 2**HASH_BITS
 _PACKED_CELLS = 1 << 11  # (sketch, row) cells that fit above a hash in 64 bits
@@ -91,10 +92,8 @@ _NUMPY = _NumpyOps()
 
 @dataclass(frozen=True)
 class _FinishArrays:
-    tiles: np.ndarray
-    windows: np.ndarray  # tiles as a column
+    windows: np.ndarray  # window tiles, as a column
     latest: np.ndarray
-    columns: dict[str, np.ndarray]
 
 
 @dataclass
@@ -110,10 +109,7 @@ class _Finish:
     def freeze(self) -> None:
         """Make `arrays`, once the plan's features are all added."""
         tiles = np.array(self.tiles, dtype=np.int64)
-        self.arrays = _FinishArrays(
-            tiles, tiles[:, None], np.array(self.latest, dtype=np.int64),
-            {p: np.array(c, dtype=np.int64) for p, c in self.columns.items()},
-        )  # fmt: skip
+        self.arrays = _FinishArrays(tiles[:, None], np.array(self.latest, dtype=np.int64))
 
     def add(
         self, output: tuple[int, int], feature: Feature,
@@ -141,7 +137,6 @@ class _ViewTable:
     targets: list[list[int]]  # per granularity: their dense columns
     latest: list[list[int]]  # per granularity: its latest values' indices
     sketches: list[list[int]]  # per granularity, per sketched value: sketch index, or -1
-    times: list[int]  # the record's ``last_time`` slots
     sizes: list[int]  # the record's sketch size slots
     width: int  # the record's fixed part, in doubles
 
@@ -158,9 +153,8 @@ class _Stacked:
     depths: np.ndarray
     sources: np.ndarray  # (rows, reads)
     targets: np.ndarray  # (rows, reads)
-    latest: np.ndarray  # (rows, latest reads), -1 padding (the spare latest row)
+    latest: np.ndarray  # (rows, latest reads), padded with the spare latest row
     sketches: np.ndarray  # (rows, sketched values), -1 padding
-    times: np.ndarray  # (views, values): ``last_time`` slots
     sizes: np.ndarray  # (views, sketched values): sketch size slots
     widths: np.ndarray  # (views,): fixed part in doubles
     width: int  # the stacked matrix's width: widest record, then the NaN and zero columns
@@ -174,7 +168,7 @@ class _Stacked:
         return self.width - 1
 
     @classmethod
-    def of(cls, tables: list[_ViewTable], spare: int) -> _Stacked:
+    def of(cls, tables: list[_ViewTable], spare: int, spare_latest: int) -> _Stacked:
         width = max((t.width for t in tables), default=0) + 2
         nan, zero = width - 2, width - 1
         rows = [(i, g) for i, t in enumerate(tables) for g in range(len(t.tiles_ms))]
@@ -189,13 +183,41 @@ class _Stacked:
             np.array([tables[i].depths[g] for i, g in rows], dtype=np.float64),
             padded([tables[i].sources[g] for i, g in rows], nan),
             padded([tables[i].targets[g] for i, g in rows], spare),
-            padded([tables[i].latest[g] for i, g in rows], -1),
+            padded([tables[i].latest[g] for i, g in rows], spare_latest),
             padded([tables[i].sketches[g] for i, g in rows], -1),
-            padded([t.times for t in tables], nan),
             padded([t.sizes for t in tables], zero),
             np.array([t.width for t in tables], dtype=np.int64),
             width,
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Gather:
+    """Every merged part the finishes read, taken from the dense array in ONE gather:
+    its rows [lo, hi) per (aggregation, part) (`blocks`), the sums' rows first."""
+
+    columns: np.ndarray  # dense column per row
+    tiles: np.ndarray  # window tiles per row
+    blocks: dict[tuple[str, str], tuple[int, int]]
+    sums: int  # rows [0, sums) hold sums: a -0.0 fold is 0.0 there
+
+    @classmethod
+    def of(cls, finishes: dict[spec.Aggregation, _Finish]) -> _Gather:
+        columns: list[int] = []
+        tiles: list[int] = []
+        blocks: dict[tuple[str, str], tuple[int, int]] = {}
+        sums = 0
+        for first in (True, False):
+            for agg, finish in finishes.items():
+                for p, cols in finish.columns.items():
+                    if (p in _SUMS) == first:
+                        blocks[(agg, p)] = (len(columns), len(columns) + len(cols))
+                        columns += cols
+                        tiles += finish.tiles
+            if first:
+                sums = len(columns)
+        as_array = np.array(columns, dtype=np.int64), np.array(tiles, dtype=np.int64)
+        return cls(*as_array, blocks, sums)
 
 
 @dataclass
@@ -208,6 +230,7 @@ class LookupPlan:
     laws: dict[str, tuple[int, int]]  # law -> its [start, end) of dense columns
     raw: dict[str, np.ndarray]  # raw part -> dense column per latest value
     finishes: dict[spec.Aggregation, _Finish]
+    gather: _Gather
     texts: _Texts
     n_latest: int
     distinct: list[tuple[int, int]]  # (request, feature) of each distinct feature
@@ -215,6 +238,7 @@ class LookupPlan:
     distinct_tiles: np.ndarray  # its window's tiles
     n_sketches: int
     n_columns: int
+    newest: int  # the records' newest event time slot (in the header: every view's)
 
     @property
     def cells_per_row(self) -> int:
@@ -270,15 +294,15 @@ class LookupPlan:
                     )
         for finish in finishes.values():
             finish.freeze()
-        stacked = _Stacked.of(tables, len(ordered))
+        stacked = _Stacked.of(tables, len(ordered), len(latest))
         return cls(
             [r for _, _, r in requests], features, stacked, laws,
-            raw, finishes,
+            raw, finishes, _Gather.of(finishes),
             _Texts.of(texts, stacked.zero),
             len(latest), [(i, j) for i, j, _, _ in distinct],
             np.array([s for _, _, s, _ in distinct], dtype=np.int64),
             np.array([t for _, _, _, t in distinct], dtype=np.int64), len(sketches),
-            len(ordered),
+            len(ordered), requests[0][2].newest_slot if requests else 0,
         )  # fmt: skip
 
     def run(
@@ -336,7 +360,7 @@ def _table(  # noqa: PLR0917
         lasts.append([n for (v, t, _), n in latest.items() if v == i and t == g])
         sketched.append([sketches.get((i, g, name), -1) for name in record.sketched])
     return _ViewTable(
-        tiles, depths, sources, targets, lasts, sketched, list(record.time_slots),
+        tiles, depths, sources, targets, lasts, sketched,
         [record.slots[(n, "size")] for n in record.sketched], record.width,
     )  # fmt: skip
 
@@ -372,11 +396,9 @@ class _Run:
         views, n_rows = len(self.plan.records), self.n_rows
         newest = np.full(views * n_rows, np.nan)
         if len(self.matrix):
-            slots = self.plan.tables.times[self.view]
-            times = np.fmax.reduce(self.matrix[np.arange(len(self.matrix))[:, None], slots],
-                                   axis=1)  # fmt: skip
             held = np.flatnonzero(counts)
-            newest[held] = np.fmax.reduceat(times, np.cumsum([0, *counts])[held])
+            starts = np.cumsum([0, *counts])[held]
+            newest[held] = np.fmax.reduceat(self.matrix[:, self.plan.newest], starts)
         return [[None if t != t else int(t) for t in per_view]  # noqa: PLR0124 - NaN: none
                 for per_view in newest.reshape(views, n_rows).tolist()]  # fmt: skip
 
@@ -405,12 +427,14 @@ class _Run:
         dense[plan.laws["add"][1] :] = np.nan  # and is null for everything else
         which = np.full((plan.n_latest + 1, self.n_rows, self.depth), -1, dtype=np.int64)
         if len(self.keep):
-            where, keep = self.where, self.keep
-            at_row, at_age = self.rows[:, None], self.ages[:, None]
-            values = self.matrix[keep[:, None], stack.sources[where]]
-            dense[stack.targets[where], at_row, at_age] = values
+            # Flat indices: one index array per gather or scatter, not one per axis.
+            where, keep, cells = self.where, self.keep, self.n_rows * self.depth
+            at = (self.rows * self.depth + self.ages)[:, None]  # (row, age) of each record
+            values = np.take(self.matrix, keep[:, None] * stack.width + stack.sources[where])
+            np.put(dense, stack.targets[where] * cells + at, values)
             if stack.latest.shape[1]:
-                which[stack.latest[where], at_row, at_age] = keep[:, None]
+                latest = stack.latest[where]
+                np.put(which, latest * cells + at, np.broadcast_to(keep[:, None], latest.shape))
         for law, accumulate in (("add", np.cumsum), ("min", np.fmin.accumulate),
                                 ("max", np.fmax.accumulate)):  # fmt: skip
             lo, hi = plan.laws[law]
@@ -426,8 +450,11 @@ class _Run:
     def values(self) -> tuple[list[list[list[Any]]], list[list[bool]], list[list[int | None]]]:
         plan = self.plan
         out: list[list[list[Any]]] = [[[] for _ in f] for f in plan.features]
+        gather = plan.gather
+        merged = self.dense[gather.columns, :, np.minimum(gather.tiles, self.depth) - 1]
+        merged[: gather.sums] += 0.0  # a -0.0 fold is 0.0
         with np.errstate(invalid="ignore", divide="ignore"):
-            finished = [(agg, finish, spec.finish(agg, self._parts(finish), _NUMPY))
+            finished = [(agg, finish, spec.finish(agg, self._parts(agg, finish, merged), _NUMPY))
                         for agg, finish in plan.finishes.items()]  # fmt: skip
         for agg, finish, values in finished:
             integers = agg in _INTEGERS
@@ -441,10 +468,9 @@ class _Run:
             self._distinct(out)
         return out, self.found, self.newest
 
-    def _parts(self, finish: _Finish) -> Any:
-        arrays = finish.arrays
+    def _parts(self, agg: spec.Aggregation, finish: _Finish, merged: np.ndarray) -> Any:
+        arrays, blocks = finish.arrays, self.plan.gather.blocks
         assert arrays is not None
-        tiles = np.minimum(arrays.tiles, self.depth) - 1
 
         def part(p: str) -> np.ndarray:
             if p in spec.LATEST:
@@ -456,8 +482,8 @@ class _Run:
                 taken = self.dense[self.plan.raw[p][arrays.latest][:, None], rows, age]
                 out: np.ndarray = np.where(inside, taken, np.nan)
                 return out
-            merged: np.ndarray = self.dense[arrays.columns[p], :, tiles]
-            return merged + 0.0 if p in ("sum", "sumsq") else merged  # a -0.0 fold is 0.0
+            lo, hi = blocks[(agg, p)]
+            return merged[lo:hi]
 
         return part
 

@@ -34,7 +34,7 @@ Finishing (`finish`), from the merged parts; empty window: count, sum and distin
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar, get_args
 
@@ -79,6 +79,15 @@ NEEDS: dict[Aggregation, tuple[str, ...]] = {
     "last": LATEST,
     "distinct": ("sketch",),
 }
+
+
+def kept(functions: Iterable[Aggregation]) -> tuple[Part, ...]:
+    """The parts a stored partial of a value keeps for these aggregations, in `PARTS`
+    order: its count always (whether a tile holds the value), then what each reads
+    (`NEEDS`; the sketch is kept apart, for a value with a distinct count)."""
+    wanted = {"count"} | {p for f in functions for p in NEEDS[f]}
+    return tuple(p for p in PARTS if p.name in wanted)
+
 
 X = TypeVar("X")  # a column of one execution: a Polars expression or a numpy array
 

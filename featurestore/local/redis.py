@@ -28,6 +28,11 @@ def redis_conf(home: Path, port: int) -> str:
         "appendonly yes",
         "appendfsync everysec",
         'save ""',
+        # The online store's tile records are 50-1000 bytes, a few dozen per hash: hashes
+        # of up to 256 of them stay listpacks, whose HVALS (one per view and entity of a
+        # lookup) costs Redis a third of a hashtable's (docs/guides/operators.md).
+        "hash-max-listpack-value 1024",
+        "hash-max-listpack-entries 256",
         "loglevel notice",
         'logfile ""',
     ]

@@ -1,14 +1,14 @@
 -- Apply one batch's tile records to ONE entity hash, once per source offset.
--- The hash and record layout (format 2, binary) are described in
+-- The hash and record layout (format 3, binary) are described in
 -- featurestore/online/layout.py; the merge laws in featurestore/features/spec.py.
 --
 -- KEYS[1]  the entity hash of (view, version, entity)
 -- ARGV[1]  key TTL in ms
 -- ARGV[2]  value kinds, one char per value: 'p' plain, 's' with a sketch, 't' text,
 --          'u' text with a sketch
--- ARGV[3]  the merge law of each part of a value, in record order (layout.LAWS): 'a' add,
---          'n' min, 'x' max, and of the latest value: 'v' the value, 't' its time,
---          'o' its offset
+-- ARGV[3]  the merge law of each part a value keeps, in record order, value after value
+--          separated by commas (layout.Record.laws): 'a' add, 'n' min, 'x' max, and of
+--          the latest value: 'v' the value, 't' its time, 'o' its offset
 -- ARGV[4]  segment count      ARGV[5] prune count      ARGV[6] sketch size K
 -- then per segment:  offset field, min offset, max offset, tile field, record
 -- then per prune:    tile field prefix ("<g>,"), oldest tile index to keep
@@ -22,10 +22,7 @@ local kinds, laws = ARGV[2], ARGV[3]
 local nseg, nprune, K = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local BASE = 7
 local PRUNE_EVERY = 8
-local HEADER, NPARTS = 2, #laws
--- where the latest value, its time and its offset sit among a value's parts (0-based)
-local VALUE, TIME, OFFSET = string.find(laws, 'v') - 1, string.find(laws, 't') - 1,
-  string.find(laws, 'o') - 1
+local HEADER, NEWEST = 3, 3  -- tile ms, tile index, newest event time (1-based slot 3)
 
 local applied = {}
 for i = 0, nseg - 1 do
@@ -44,14 +41,25 @@ for v = 1, nvalues do
   if c == 's' or c == 'u' then sketched[#sketched + 1] = v end
   if c == 't' or c == 'u' then texts[#texts + 1] = v end
 end
-local WIDTH = HEADER + nvalues * NPARTS + #sketched
+-- Per value: its laws, its first slot (1-based in the fixed part) and, when it keeps
+-- the latest value, the slots of that value, its time and its offset.
+local vlaws, first, value_slot, time_slot, offset_slot = {}, {}, {}, {}, {}
+local nparts = 0
+for part in string.gmatch(laws .. ',', '([^,]*),') do
+  local v = #vlaws + 1
+  vlaws[v], first[v] = part, HEADER + nparts + 1
+  local at = string.find(part, 'v')
+  if at then
+    value_slot[v], time_slot[v] = first[v] + at - 1, first[v] + string.find(part, 't') - 1
+    offset_slot[v] = first[v] + string.find(part, 'o') - 1
+  end
+  nparts = nparts + #part
+end
+local WIDTH = HEADER + nparts + #sketched
 local FIXED = '<' .. string.rep('d', WIDTH)
 
 -- A NaN is null; NaN ~= NaN.
 local function null(x) return x ~= x end
-
--- slot of part p (0-based, in `laws` order) of value v (1-based), 1-based in fixed
-local function slot(v, p) return HEADER + (v - 1) * NPARTS + p + 1 end
 
 -- A record as {fixed = {...}, sketch = {[v] = {hashes}}, text = {[v] = bytes}}.
 local function decode(record)
@@ -60,7 +68,7 @@ local function decode(record)
   fixed[WIDTH + 1] = nil
   local sketch, text = {}, {}
   for i, v in ipairs(sketched) do
-    local n = fixed[HEADER + nvalues * NPARTS + i]
+    local n = fixed[HEADER + nparts + i]
     local hashes = {}
     if n > 0 then
       hashes = {struct.unpack('<' .. string.rep('d', n), record, pos)}
@@ -70,7 +78,7 @@ local function decode(record)
     sketch[v] = hashes
   end
   for _, v in ipairs(texts) do
-    local len = fixed[slot(v, VALUE)]
+    local len = fixed[value_slot[v]]
     if null(len) then text[v] = '' else
       text[v] = string.sub(record, pos, pos + len - 1)
       pos = pos + len
@@ -117,16 +125,22 @@ local function union(xs, ys)
   return out
 end
 
--- Merge record b into record a (same tile): counts and sums add, min/max combine,
--- last goes to the higher (time, offset), sketches keep the K smallest hashes.
+-- Merge record b into record a (same tile): the newest times take the max, counts and
+-- sums add, min/max combine, last goes to the higher (time, offset), sketches keep the
+-- K smallest hashes.
 local function merge(a, b)
   local x, y = a.fixed, b.fixed
+  x[NEWEST] = pick(x[NEWEST], y[NEWEST], gt)
   for v = 1, nvalues do
-    local at, bt = x[slot(v, TIME)], y[slot(v, TIME)]
-    local newer = not null(bt) and (null(at) or bt > at or
-      (bt == at and y[slot(v, OFFSET)] > x[slot(v, OFFSET)]))
-    for p = 0, NPARTS - 1 do
-      local law, i = string.sub(laws, p + 1, p + 1), slot(v, p)
+    local newer = false
+    if time_slot[v] then
+      local at, bt = x[time_slot[v]], y[time_slot[v]]
+      newer = not null(bt) and (null(at) or bt > at or
+        (bt == at and y[offset_slot[v]] > x[offset_slot[v]]))
+    end
+    local law_of, base = vlaws[v], first[v] - 1
+    for p = 1, #law_of do
+      local law, i = string.sub(law_of, p, p), base + p
       if law == 'a' then x[i] = add(x[i], y[i])
       elseif law == 'n' then x[i] = pick(x[i], y[i], lt)
       elseif law == 'x' then x[i] = pick(x[i], y[i], gt)
@@ -137,7 +151,7 @@ local function merge(a, b)
   for i, v in ipairs(sketched) do
     local merged = union(a.sketch[v], b.sketch[v])
     a.sketch[v] = merged
-    x[HEADER + nvalues * NPARTS + i] = #merged
+    x[HEADER + nparts + i] = #merged
   end
   return a
 end

@@ -11,21 +11,27 @@ and one hash per (view, version) at ``<prefix>:<view>:v<version>`` (no entity ke
 be that key) with fields ``values`` (the value kinds), ``text`` (text values) and
 ``format`` (the record format, `FORMAT`).
 
-A record (format 2) is one tile's partials for every value of the view, binary, every
-number a little-endian double (NaN is null; counts, times, offsets and sketch hashes
-are integers below 2**53, exact as doubles)::
+A record (format 3) is one tile's partials of the view's values, binary, every number
+a little-endian double (NaN is null; counts, times, offsets and sketch hashes are
+integers below 2**53, exact as doubles)::
 
-    fixed   tile ms, tile index, then per value (`FeatureView.values` order) its parts
-            in `spec.PARTS` order (count, sum, sumsq, min, max, last, last_time,
-            last_offset), then for a value with a distinct count its sketch's size
+    fixed   tile ms, tile index, the tile's newest event time (of any value), then per
+            value (`FeatureView.values` order) the parts its features read
+            (`spec.kept`: the count, then what each aggregation `NEEDS`, in
+            `spec.PARTS` order), then for a value with a distinct count its sketch's
+            size
     sketch  per value with a distinct count: its hashes, ascending (size doubles)
-    text    per text value (its ``last`` is a string): the UTF-8 bytes of ``last``;
+    text    per text value keeping ``last`` (a string): the UTF-8 bytes of ``last``;
             the ``last`` slot of the fixed part holds their length
 
-So the fixed part of every record of a view has one width (`Record.width`), and a
-batch of records decodes into one numpy matrix with a single ``frombuffer``. A record
-is at least 80 bytes and an offset mark at most 20 (decimal digits), which is how a
-reader of ``HVALS`` tells them apart without the field names.
+So a record holds nothing a lookup of its view cannot read (format 2 kept all eight
+parts of every value), the fixed part of every record of a view has one width
+(`Record.width`), and a batch of records decodes into one numpy matrix with a single
+``frombuffer``. A record is at least 32 bytes (the header and a count) and an offset
+mark at most 20 (decimal digits), which is how a reader of ``HVALS`` tells them apart
+without the field names. Which parts a value keeps follows from the view's features,
+so the meta hash's ``values`` names them: a version's features cannot change under
+stored records (`RedisOnlineStore.register`).
 
 Invariants: records are only ever merged by ``apply.lua`` with the merge laws of
 `featurestore.features.spec`; a record decoded here is an engine partial row.
@@ -43,20 +49,20 @@ import polars as pl
 from featurestore.errors import ConfigError
 from featurestore.features.aggregates import TILE, partial_column
 from featurestore.features.definitions import FeatureView
-from featurestore.features.spec import LATEST, PARTS
+from featurestore.features.spec import LATEST, PARTS, Part, kept
 
-FORMAT = 2
-# The merge law of each part of a value, in record order, for apply.lua: one char per
-# part of `spec.PARTS` ('a' add, 'n' min, 'x' max; of `latest`, 'v' the value, 't' its
-# time, 'o' its offset), so the script's positions derive from the one table too.
-LAWS = "".join(
-    {"add": "a", "min": "n", "max": "x"}.get(p.merge) or "vto"[LATEST.index(p.name)] for p in PARTS
-)
+FORMAT = 3
+# The merge law of a part, for apply.lua: 'a' add, 'n' min, 'x' max; of `latest`, 'v'
+# the value, 't' its time, 'o' its offset. A record's laws (`Record.laws`) are these
+# chars per kept part, so the script's positions derive from the one table too.
+_LAW_CHAR = {p.name: {"add": "a", "min": "n", "max": "x"}.get(p.merge)
+             or "vto"[LATEST.index(p.name)] for p in PARTS}  # fmt: skip
 ENTITY_SEPARATOR = "\x1f"
 ROW = "__entity"
 TILE_MS = "__tile_ms"
-HEADER = 2  # tile ms, tile index
-MIN_RECORD_BYTES = 8 * (HEADER + len(PARTS))
+HEADER = 3  # tile ms, tile index, newest event time
+NEWEST = 2  # the header's newest event time (merged by max)
+MIN_RECORD_BYTES = 8 * (HEADER + 1)  # the header and one value's count
 _NAN = float("nan")
 
 
@@ -94,9 +100,18 @@ def entity_parts(entities: pl.DataFrame, join_keys: list[str]) -> list[str]:
     return parts
 
 
+def kept_parts(view: FeatureView) -> dict[str, tuple[Part, ...]]:
+    """Per value of ``view``, the parts its records keep (`spec.kept`)."""
+    return {name: kept(f.function for f in view.features if f.column == name)
+            for name in view.values}  # fmt: skip
+
+
 def layout(view: FeatureView) -> str:
-    """One char per value: ``s`` with a distinct sketch, ``p`` without."""
-    return "".join("s" if v.distinct else "p" for v in view.values.values())
+    """The record layout, for the meta hash: per value its name, ``s`` with a distinct
+    sketch or ``p`` without, and the parts it keeps."""
+    kinds = {n: "s" if v.distinct else "p" for n, v in view.values.items()}
+    return ",".join(f"{n}:{kinds[n]}:{'+'.join(p.name for p in parts)}"
+                    for n, parts in kept_parts(view).items())  # fmt: skip
 
 
 def tile_records(values: Sequence[bytes]) -> list[bytes]:
@@ -139,30 +154,49 @@ class Record:
         return tuple(n for n, v in self.view.values.items() if v.distinct)
 
     @cached_property
+    def parts(self) -> dict[str, tuple[Part, ...]]:
+        """Per value, the parts its records keep (`kept_parts`)."""
+        return kept_parts(self.view)
+
+    @cached_property
     def texts(self) -> tuple[str, ...]:
-        return tuple(n for n in self.names if n in self.text_values)
+        """The text values whose ``last`` (a string) is kept."""
+        return tuple(n for n in self.names if n in self.text_values
+                     and any(p.name == "last" for p in self.parts[n]))  # fmt: skip
 
     @cached_property
     def slots(self) -> dict[tuple[str, str], int]:
         """(value, part) -> its index in the fixed part; part ``size`` is a sketch's."""
         out: dict[tuple[str, str], int] = {}
-        for i, name in enumerate(self.names):
-            for j, part in enumerate(PARTS):
-                out[(name, part.name)] = HEADER + i * len(PARTS) + j
-        end = HEADER + len(self.names) * len(PARTS)
+        end = HEADER
+        for name in self.names:
+            for part in self.parts[name]:
+                out[(name, part.name)] = end
+                end += 1
         for i, name in enumerate(self.sketched):
             out[(name, "size")] = end + i
         return out
 
     @cached_property
-    def time_slots(self) -> list[int]:
-        """The ``last_time`` slot of every value."""
-        return [self.slots[(n, "last_time")] for n in self.names]
-
-    @cached_property
     def width(self) -> int:
         """Doubles in the fixed part."""
-        return HEADER + len(self.names) * len(PARTS) + len(self.sketched)
+        return HEADER + sum(len(p) for p in self.parts.values()) + len(self.sketched)
+
+    @cached_property
+    def kept_columns(self) -> list[str]:
+        """The engine partial columns a record stores (the others decode as nulls)."""
+        return [TILE, *(partial_column(n, p.name) for n in self.names for p in self.parts[n]),
+                *(partial_column(n, "sketch") for n in self.sketched)]  # fmt: skip
+
+    @property
+    def newest_slot(self) -> int:
+        """The slot of the tile's newest event time (of any value): in the header."""
+        return NEWEST
+
+    def laws(self) -> str:
+        """The merge law of every kept part for ``apply.lua``: one char per part
+        (`_LAW_CHAR`), value after value, separated by commas."""
+        return ",".join("".join(_LAW_CHAR[p.name] for p in self.parts[n]) for n in self.names)
 
     @property
     def fixed_only(self) -> bool:
@@ -172,17 +206,22 @@ class Record:
         """The record's value kinds for ``apply.lua``, one char per value: ``p`` plain,
         ``s`` with a sketch, ``t`` text, ``u`` text with a sketch."""
         kind = {(False, False): "p", (True, False): "s", (False, True): "t", (True, True): "u"}
-        return "".join(kind[(n in self.sketched, n in self.text_values)] for n in self.names)
+        return "".join(kind[(n in self.sketched, n in self.texts)] for n in self.names)
 
     # --- encode -------------------------------------------------------------------------
 
     def encode(self, partials: pl.DataFrame, tile_ms: int) -> list[bytes]:
         """One record per row of an engine partial frame of granularity ``tile_ms``."""
-        columns: list[pl.Expr] = [pl.lit(float(tile_ms)), pl.col(TILE).cast(pl.Float64)]
+        times = [pl.col(partial_column(n, "last_time")) for n in self.names]
+        columns: list[pl.Expr] = [
+            pl.lit(float(tile_ms)),
+            pl.col(TILE).cast(pl.Float64),
+            pl.max_horizontal(times).cast(pl.Float64).fill_null(_NAN).alias("__newest"),
+        ]
         for name in self.names:
-            for part in PARTS:
+            for part in self.parts[name]:
                 col = pl.col(partial_column(name, part.name))
-                if part.name == "last" and name in self.text_values:
+                if part.name == "last" and name in self.texts:
                     col = col.str.len_bytes()
                 columns.append(col.cast(pl.Float64).fill_null(_NAN))
         columns += [pl.col(partial_column(n, "sketch")).list.len().cast(pl.Float64)
@@ -256,9 +295,14 @@ class Record:
         for name in self.names:
             for part in PARTS:
                 column = partial_column(name, part.name)
-                values = pl.Series(column, matrix[:, self.slots[(name, part.name)]])
-                values = values.fill_nan(None)
-                if part.name == "last" and name in self.text_values:
+                slot = self.slots.get((name, part.name))
+                if slot is None:  # not kept: null, typed as the engine's column
+                    text = part.name == "last" and name in self.text_values
+                    dtype = pl.String if text else pl.Int64 if part.integer else pl.Float64
+                    columns[column] = pl.Series(column, [None] * len(records), dtype=dtype)
+                    continue
+                values = pl.Series(column, matrix[:, slot]).fill_nan(None)
+                if part.name == "last" and name in self.texts:
                     starts, lengths = self.text_spans(matrix)
                     k = self.texts.index(name)
                     spans = zip(records, starts[:, k].tolist(), lengths[:, k].tolist(),

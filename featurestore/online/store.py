@@ -46,7 +46,6 @@ from featurestore.features.sketch import K
 from featurestore.features.small import LookupPlan
 from featurestore.online.layout import (
     FORMAT,
-    LAWS,
     Record,
     check_format,
     entity_keys,
@@ -61,6 +60,7 @@ log = logging.getLogger(__name__)
 _APPLY = files("featurestore.online").joinpath("apply.lua").read_text()
 SCRIPTS = (_APPLY,)
 _KEY, _OFIELD = "__key", "__ofield"
+_META = ("text", "format", "values")  # what a reader learns from a view version's meta hash
 _CELLS = 4_000_000  # doubles of a lookup's dense array (32 MB): more rows go in chunks
 
 
@@ -121,8 +121,7 @@ class RedisOnlineStore:
         string) and the record format, for readers. A version's layout never changes:
         records already stored could not be merged with records of another layout, or
         of another format (`layout.check_format` names the fix)."""
-        kinds = zip(view.values, layout(view), strict=True)
-        signature = ",".join(f"{name}:{kind}" for name, kind in kinds)
+        signature = layout(view)
         meta = self._meta_key(view)
         stored, stored_format = self.client.hmget(meta, ["values", "format"])
         if stored is not None:
@@ -131,7 +130,7 @@ class RedisOnlineStore:
             raise ConfigError(
                 f"view {view.name!r} version {view.version} already has data in Redis with "
                 f"values {stored.decode()!r}, not {signature!r}; changing a view's columns "
-                "or distinct counts needs a new version (bump `version`)"
+                "or aggregations needs a new version (bump `version`)"
             )
         self._text[(view.name, view.version)] = set(text_values)
         self.client.hset(meta, mapping={"values": signature, "format": str(FORMAT),
@@ -140,18 +139,31 @@ class RedisOnlineStore:
     def text_values(self, view: FeatureView) -> set[str]:
         cached = self._text.get((view.name, view.version))
         if cached is None:
-            text, stored_format = self.client.hmget(self._meta_key(view), ["text", "format"])
-            if not self._learn(view, text, stored_format):
+            meta = self.client.hmget(self._meta_key(view), list(_META))
+            if not self._learn(view, *meta):
                 return set()
             cached = self._text[(view.name, view.version)]
         return cached
 
-    def _learn(self, view: FeatureView, text: bytes | None, stored_format: bytes | None) -> bool:
-        """Cache a view version's text values from its meta hash; False when it was
-        never registered (nothing written yet: ask again next time)."""
+    def _learn(
+        self, view: FeatureView, text: bytes | None, stored_format: bytes | None,
+        values: bytes | None,
+    ) -> bool:  # fmt: skip
+        """Cache a view version's text values from its meta hash (`_META`) after checking
+        that its records are of the layout this definition reads; False when it was never
+        registered (nothing written yet: ask again next time)."""
         if text is None:
             return False
         check_format(stored_format, view, "cannot read")
+        expected = layout(view)
+        if values is not None and values.decode() != expected:
+            raise ConfigError(
+                f"cannot read: view {view.name!r} version {view.version} was written with "
+                f"values {values.decode()!r}, and this definition reads {expected!r}; the "
+                "writer and this reader have different definitions of one version: deploy "
+                "the writer's definition here, or give the changed view a new version "
+                "(bump `version`) and backfill it"
+            )
         self._text[(view.name, view.version)] = {v for v in text.decode().split(",") if v}
         return True
 
@@ -231,7 +243,7 @@ class RedisOnlineStore:
         self, record: Record, args: list[tuple[str, list[Any], list[Any]]], stats: ApplyStats
     ) -> list[str]:
         """Run ``apply.lua`` per entity, pipelined; returns the keys that straddled."""
-        fixed = (str(record.view.ttl_ms), record.kinds(), LAWS)
+        fixed = (str(record.view.ttl_ms), record.kinds(), record.laws())
         straddling: list[str] = []
         for start in range(0, len(args), self.pipeline_size):
             chunk = args[start : start + self.pipeline_size]
@@ -335,7 +347,7 @@ class RedisOnlineStore:
             commands += [("HVALS", key) for key in self._keys(view, entities, known)]
         unknown = sorted({(v.name, v.version): v for v, _ in requests
                           if (v.name, v.version) not in self._text}.items())  # fmt: skip
-        commands += [("HMGET", self._meta_key(view), "text", "format") for _, view in unknown]
+        commands += [("HMGET", self._meta_key(view), *_META) for _, view in unknown]
         asked = tuple((view, tuple(features)) for view, features in requests)
         return PreparedRead(asked, entities.height, commands, [v for _, v in unknown])
 
@@ -343,9 +355,8 @@ class RedisOnlineStore:
         """Window values at ``at`` from the replies to ``prepared.commands``, merged by
         the small-read execution (`featurestore.features.small`)."""
         reads = len(replies) - len(prepared.unknown_text)
-        for view, (text, stored_format) in zip(prepared.unknown_text, replies[reads:],
-                                               strict=True):  # fmt: skip
-            self._learn(view, text, stored_format)
+        for view, meta in zip(prepared.unknown_text, replies[reads:], strict=True):
+            self._learn(view, *meta)
         n = prepared.rows
         plan, types = self._plan(prepared.requests)
         tiles = [tile_records(reply) for reply in replies[:reads]]  # per (request, row)
@@ -439,13 +450,14 @@ def _packed(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     Redis' own (no redis-py response callbacks: the store sends EVALSHA, HVALS and
     HMGET); the first error reply is raised after every reply is read. A broken
     connection is retried by the client's retry policy, as a pipeline is."""
-    packed = [hiredis.pack_command(command) for command in commands]
+    # One buffer, one write: redis-py writes a list of packed commands one syscall each.
+    packed = b"".join([hiredis.pack_command(command) for command in commands])
     connection = client.connection_pool.get_connection()
 
     def send() -> list[Any]:
-        connection.send_packed_command(packed)
+        connection.send_packed_command([packed])
         replies: list[Any] = []
-        for _ in packed:
+        for _ in commands:
             try:
                 replies.append(connection.read_response())
             except ResponseError as error:

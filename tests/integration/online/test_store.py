@@ -208,6 +208,25 @@ def test_a_version_keeps_its_layout(store: RedisOnlineStore) -> None:
     store.register(bumped, {"merchant_id"})
 
 
+def test_a_reader_with_another_definition_of_the_version_is_refused(
+    store: RedisOnlineStore,
+) -> None:
+    """Records keep only the parts their view's features read: a reader whose definition
+    of the same version asks for more (a std: sums of squares the writer never stored)
+    stops with the fix instead of decoding records of another layout."""
+    store.apply(VIEW, events(50, seed=3), "ts")
+    narrower = FeatureView.model_validate(
+        {**VIEW.model_dump(), "aggregations": [
+            {"column": "amount", "functions": ["count", "max"], "windows": ["10m/1m"]},
+            *VIEW.model_dump()["aggregations"][1:]]}
+    )  # fmt: skip
+    store.client.delete(f"{store.prefix}:{VIEW.name}:v{VIEW.version}")  # a writer of `narrower`
+    store.register(narrower, TEXT)
+    reader = RedisOnlineStore(store.client, {"card": ["card_id"]}, prefix=store.prefix)
+    with pytest.raises(ConfigError, match=r"different definitions of one version.*bump"):
+        reader.read(VIEW, pl.DataFrame({"card_id": CARDS[:2]}), BASE, FEATURES)
+
+
 def test_records_of_an_older_format_are_refused_with_the_fix(store: RedisOnlineStore) -> None:
     """A version written by an older featurestore (format 1: CSV records, no `format` in
     its meta hash) is neither merged into nor read as binary: writers and readers stop

@@ -1,4 +1,5 @@
-"""Records (format 2): engine partials -> binary records -> partials again, exactly."""
+"""Records (format 3): engine partials -> binary records -> partials again, exactly, for
+the parts a view's features read."""
 
 from __future__ import annotations
 
@@ -48,7 +49,27 @@ def test_records_round_trip_exactly() -> None:
     assert decoded.get_column(TILE_MS).to_list() == [60_000] * 3
     again = decoded.drop(ROW, TILE_MS)
     assert again.columns == partials.drop("card").columns
-    assert again.to_dicts() == partials.drop("card").to_dicts()
+    kept = record.kept_columns
+    assert again.select(kept).to_dicts() == partials.select(kept).to_dicts()
+    # What no feature reads is not stored: null when decoded.
+    dropped = [c for c in again.columns if c not in kept]
+    assert dropped == ["amount__sumsq", "amount__min", "amount__max", "country__sum",
+                       "country__sumsq", "country__min", "country__max"]  # fmt: skip
+    assert all(again.get_column(c).null_count() == again.height for c in dropped)
+
+
+def test_a_record_keeps_what_its_features_read_and_the_newest_time() -> None:
+    record = Record(VIEW, frozenset({"country"}))
+    assert {n: [p.name for p in parts] for n, parts in record.parts.items()} == {
+        "amount": ["count", "sum", "last", "last_time", "last_offset"],
+        "country": ["count", "last", "last_time", "last_offset"],
+    }
+    assert record.laws() == "aavto,avto"
+    assert record.kinds() == "pu"
+    partials = tile_partials(EVENTS, ["card"], "ts", VIEW.values, 60_000)
+    matrix = record.matrix(record.encode(partials, 60_000))
+    # the newest event time of any value: card c's only event has a null amount
+    assert matrix[:, record.newest_slot].tolist() == [2_000.0, 3_000.0, 4_000.0]
 
 
 def test_a_numeric_view_has_fixed_width_records() -> None:
