@@ -5,8 +5,10 @@ decay with time, tiles expire and old ones are pruned."""
 from __future__ import annotations
 
 import random
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -335,6 +337,21 @@ def test_an_error_reply_in_a_round_trip_is_raised_after_every_reply(
     assert int(store.client.get(number)) == 2
     for i in range(3):
         assert store.send([("INCR", number), ("HMGET", number + "-none", "a")]) == [3 + i, [None]]
+
+
+def test_round_trips_read_through_a_roomy_receive_buffer(store: RedisOnlineStore) -> None:
+    """A lookup's replies arrive at once: the store's connections get a receive buffer
+    that keeps the TCP window open for them (`store._roomy`), once per socket."""
+    if not store._packs:
+        pytest.skip("a cluster client routes through redis-py's pipeline")
+    store.send([("PING",)])
+    connection = store.client.connection_pool.get_connection()
+    try:
+        granted = connection._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    finally:
+        store.client.connection_pool.release(connection)
+    limit = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    assert granted >= min(store_module._RECEIVE_BUFFER, limit)
 
 
 def test_a_view_written_without_registering_is_readable_by_another_store(
