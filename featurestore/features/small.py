@@ -31,8 +31,10 @@ events have not arrived yet); tiles older than a window are outside it, as in
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -163,6 +165,13 @@ class _Stacked:
     def nan(self) -> int:
         return self.width - 2
 
+    @cached_property
+    def tails(self) -> list[bytes]:
+        """Per view, the bytes that follow its records' fixed part in the matrix: NaN up
+        to the widest record, then the NaN and zero columns."""
+        nan, zero = struct.pack("<d", np.nan), struct.pack("<d", 0.0)
+        return [nan * (self.width - 1 - int(w)) + zero for w in self.widths.tolist()]
+
     @property
     def zero(self) -> int:
         return self.width - 1
@@ -240,7 +249,12 @@ class LookupPlan:
     n_columns: int
     newest: int  # the records' newest event time slot (in the header: every view's)
 
-    @property
+    @cached_property
+    def outputs(self) -> list[tuple[int, str]]:
+        """(request, feature name) of every value `run` returns, in its order."""
+        return [(i, f.name) for i, features in enumerate(self.features) for f in features]
+
+    @cached_property
     def cells_per_row(self) -> int:
         """Dense cells one entity row can take (at the longest window's depth)."""
         depth = int(self.tables.depths.max()) if len(self.tables.depths) else 1
@@ -374,14 +388,17 @@ class _Run:
         self.n_rows = n_rows = len(tiles[0]) if views else 0
         counts = [len(held) for request in tiles for held in request]  # per (view, row)
         self.records: list[bytes] = [r for request in tiles for held in request for r in held]
-        self.offsets = [0] * (views + 1)  # request i's records: [offsets[i], offsets[i + 1])
-        self.matrix = matrix = np.full((len(self.records), plan.tables.width), np.nan)
-        matrix[:, plan.tables.zero] = 0.0
-        for i, record in enumerate(plan.records):
-            lo = self.offsets[i]
-            hi = self.offsets[i + 1] = lo + sum(counts[i * n_rows : (i + 1) * n_rows])
-            if hi > lo:
-                matrix[lo:hi, : record.width] = record.matrix(self.records[lo:hi])
+        # Every record's fixed part, padded by its view's tail (`_Stacked.tails`): one
+        # buffer, one matrix.
+        stack, pieces = plan.tables, []
+        for record, tail, request in zip(plan.records, stack.tails, tiles, strict=True):
+            size = 8 * record.width
+            pieces += [part for held in request for r in held for part in (r[:size], tail)]
+        joined = b"".join(pieces)
+        if len(joined) != 8 * stack.width * len(self.records):
+            for record, request in zip(plan.records, tiles, strict=True):
+                record.matrix([r for held in request for r in held])  # names the view
+        self.matrix = np.frombuffer(joined, dtype="<f8").reshape(-1, stack.width)
         cell = np.repeat(np.arange(views * n_rows), counts)  # view * n_rows + row
         self.view, rows = np.divmod(cell, max(n_rows, 1))
         self.found: list[list[bool]] = (
@@ -434,12 +451,12 @@ class _Run:
             np.put(dense, stack.targets[where] * cells + at, values)
             if stack.latest.shape[1]:
                 latest = stack.latest[where]
-                np.put(which, latest * cells + at, np.broadcast_to(keep[:, None], latest.shape))
+                np.put(which, latest * cells + at, np.repeat(keep, latest.shape[1]))
         for law, accumulate in (("add", np.cumsum), ("min", np.fmin.accumulate),
                                 ("max", np.fmax.accumulate)):  # fmt: skip
             lo, hi = plan.laws[law]
             if hi > lo:
-                dense[lo:hi] = accumulate(dense[lo:hi], axis=2)
+                accumulate(dense[lo:hi], axis=2, out=dense[lo:hi])
         self.dense, self.which = dense, which
         self.held_age: np.ndarray | None = None
         self.held_any: np.ndarray | None = None
@@ -500,7 +517,7 @@ class _Run:
         at = np.maximum(chosen, 0)[:, :, None]  # any record where none is chosen
         matrix, views = self.matrix, texts.views
         sketches = matrix[at, stack.sizes[views][:, None, :]].sum(axis=2)
-        before = np.nan_to_num(matrix[at, texts.earlier[:, None, :]]).sum(axis=2)
+        before = np.fmax(matrix[at, texts.earlier[:, None, :]], 0.0).sum(axis=2)  # null: 0
         starts = (8 * (stack.widths[views][:, None] + sketches) + before).tolist()
         lengths = matrix[at[:, :, 0], texts.lengths[:, None]].tolist()
         records, text = self.records, self.plan.records[0].text  # `Record.text`: static

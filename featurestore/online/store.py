@@ -107,6 +107,9 @@ class RedisOnlineStore:
         self._text: dict[tuple[str, int], set[str]] = {}
         # per request shape: its small-read plan and each feature's Polars type
         self._plans: dict[Any, tuple[LookupPlan, dict[tuple[int, str], pl.DataType]]] = {}
+        self._recent: tuple[Any, tuple[LookupPlan, dict[tuple[int, str], pl.DataType]]] | None = (
+            None
+        )
 
     def _load_scripts(self) -> None:
         if self._scripts_loaded:
@@ -350,8 +353,7 @@ class RedisOnlineStore:
         unknown = sorted({(v.name, v.version): v for v, _ in requests
                           if (v.name, v.version) not in self._text}.items())  # fmt: skip
         commands += [("HMGET", self._meta_key(view), *_META) for _, view in unknown]
-        asked = tuple((view, tuple(features)) for view, features in requests)
-        return PreparedRead(asked, entities.height, commands, [v for _, v in unknown])
+        return PreparedRead(_asked(requests), entities.height, commands, [v for _, v in unknown])
 
     def finish(self, prepared: PreparedRead, replies: Sequence[Any], at: int) -> Lookup:
         """Window values at ``at`` from the replies to ``prepared.commands``, merged by
@@ -378,8 +380,8 @@ class RedisOnlineStore:
                     column.extend(extra)
                 found[i] += held[i]
                 newest[i] += times[i]
-        values = {(i, f.name): column for i, features in enumerate(plan.features)
-                  for f, column in zip(features, got[i], strict=True)}  # fmt: skip
+        values = dict(zip(plan.outputs, [column for columns in got for column in columns],
+                          strict=True))  # fmt: skip
         return Lookup(values, types, found, newest)
 
     def _plan(
@@ -387,6 +389,9 @@ class RedisOnlineStore:
     ) -> tuple[LookupPlan, dict[tuple[int, str], pl.DataType]]:
         """The small-read plan of these requests and each feature's type, made once per
         shape."""
+        recent = self._recent
+        if recent is not None and recent[0] is requests:  # the same catalog request again
+            return recent[1]
         texts = tuple(frozenset(self._text.get((v.name, v.version), ())) for v, _ in requests)
         key = (tuple((v.name, v.version, f) for v, f in requests), texts)
         cached = self._plans.get(key)
@@ -399,7 +404,19 @@ class RedisOnlineStore:
                                                                 strict=True))
                      for f in features}  # fmt: skip
             cached = self._plans[key] = (plan, types)
+        if all((v.name, v.version) in self._text for v, _ in requests):  # final: texts known
+            self._recent = (requests, cached)
         return cached
+
+
+def _asked(
+    requests: Sequence[tuple[FeatureView, Sequence[str]]],
+) -> tuple[tuple[FeatureView, tuple[str, ...]], ...]:
+    """The requests as tuples; a tuple of tuples (a catalog's `Resolved`) is kept as is,
+    so the store's recent plan is found by identity."""
+    if isinstance(requests, tuple) and all(type(f) is tuple for _, f in requests):
+        return requests
+    return tuple((view, tuple(features)) for view, features in requests)
 
 
 def _dtype(function: str, column: str, record: Record) -> pl.DataType:
