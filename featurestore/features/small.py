@@ -32,7 +32,7 @@ events have not arrived yet); tiles older than a window are outside it, as in
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import chain
@@ -395,7 +395,7 @@ class _Run:
         self.records: list[bytes] = list(chain.from_iterable(per_view))
         # Every record's fixed part followed by its view's tail (`_Stacked.tails`): one
         # buffer, one matrix.
-        stack, pieces = plan.tables, []
+        stack, pieces = plan.tables, list[bytes]()
         for record, tail, held in zip(plan.records, stack.tails, per_view, strict=True):
             if held:
                 fixed = (
@@ -544,7 +544,8 @@ class _Run:
         starts = (8 * stack.widths[view[held]]).tolist()
         ends = (8 * (stack.widths[view[held]] + totals[held])).tolist()
         records = map(self.records.__getitem__, keep[held].tolist())
-        joined = b"".join(map(getitem, records, map(slice, starts, ends)))
+        cut: Callable[[bytes, slice], bytes] = getitem
+        joined = b"".join(map(cut, records, map(slice, starts, ends)))
         hashes = np.frombuffer(joined, dtype="<f8").astype(np.uint64)
         sizes = sizes[held]
         per_record = np.repeat(held, totals[held])  # index into the kept records
