@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import chain
 from operator import getitem, itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -544,7 +544,7 @@ class _Run:
         starts = (8 * stack.widths[view[held]]).tolist()
         ends = (8 * (stack.widths[view[held]] + totals[held])).tolist()
         records = map(self.records.__getitem__, keep[held].tolist())
-        cut: Callable[[bytes, slice], bytes] = getitem
+        cut = cast("Callable[[bytes, slice], bytes]", getitem)  # bytes[a:b], called in C
         joined = b"".join(map(cut, records, map(slice, starts, ends)))
         hashes = np.frombuffer(joined, dtype="<f8").astype(np.uint64)
         sizes = sizes[held]
