@@ -15,6 +15,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import time
 import uuid
@@ -111,6 +112,24 @@ def events_schema(root: str, subject: str) -> pl.Schema | None:
     column (null where it had no values). A type change Polars cannot widen is a
     ConfigError naming the column and a file. Each file's schema is read once per
     process (its footer; files never change once written)."""
+    return _union(_stored(root, subject), subject)
+
+
+def check_readable(root: str, subject: str, columns: pl.Schema, contract: str) -> None:
+    """Refuse, before any event is written, a contract whose events could not be read as
+    one frame with the subject's files already stored (`events_schema`): a ConfigError
+    naming the column, a file and the fix. ``columns`` are the events' columns as
+    decoded; they are compared as a file would store them (an empty frame of them
+    through Parquet). ``contract`` names it in the message."""
+    buffer = io.BytesIO()
+    pq.write_table(pl.DataFrame(schema=columns).to_arrow(), buffer)
+    buffer.seek(0)
+    as_stored = pl.Schema(pl.read_parquet_schema(buffer))
+    _union([*_stored(root, subject), (as_stored, contract)], subject)
+
+
+def _stored(root: str, subject: str) -> list[tuple[pl.Schema, str]]:
+    """One (schema, file) per distinct schema among the subject's files."""
     fs, base = _filesystem(root)
     base = f"{base}/{subject}"
     files = _files(fs, base)
@@ -131,10 +150,16 @@ def events_schema(root: str, subject: str) -> pl.Schema | None:
     for path in files:
         schema = _SCHEMAS[(root, path)]
         distinct.setdefault(tuple(schema.items()), (schema, path))
-    found = list(distinct.values())
+    return list(distinct.values())
+
+
+def _union(found: list[tuple[pl.Schema, str]], subject: str) -> pl.Schema | None:
+    """The schema ``found`` read as together, or a ConfigError naming a column whose
+    types do not widen into one (only numeric promotions do)."""
     if not found:
         return None
     union: pl.Schema | None = None
+    problem = ""
     try:
         frames = [pl.DataFrame(schema=schema) for schema, _ in found]
         union = pl.concat(frames, how="diagonal_relaxed").schema
@@ -142,9 +167,15 @@ def events_schema(root: str, subject: str) -> pl.Schema | None:
         problem = str(exc)
     else:  # Polars would also make text of numbers: only numeric promotions widen
         widest = union
-        problem = next((f"column {name!r} is {dtype} in {path} and {widest[name]} in another"
-                        for schema, path in found for name, dtype in schema.items()
-                        if not _widens(dtype, widest[name])), "")  # fmt: skip
+        offender = next(((n, dtype, where) for schema, where in found
+                         for n, dtype in schema.items() if not _widens(dtype, widest[n])),
+                        None)  # fmt: skip
+        if offender is not None:  # and a source whose type it cannot meet
+            name, dtype, where = offender
+            other, there = next(((s[name], w) for s, w in found if name in s
+                                 and not (_widens(s[name], dtype) or _widens(dtype, s[name]))),
+                                (widest[name], "another"))  # fmt: skip
+            problem = f"column {name!r} is {dtype} in {where} and {other} in {there}"
     if union is None or problem:
         raise ConfigError(
             f"the events of {subject!r} cannot be read as one frame: {problem}. A contract "

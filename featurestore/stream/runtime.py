@@ -41,7 +41,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from featurestore import crashpoints
 from featurestore.contracts import parse_contract
-from featurestore.contracts.codec import BatchDecoder
+from featurestore.contracts.codec import ROW, BatchDecoder
 from featurestore.contracts.constraints import compile_checks, split
 from featurestore.contracts.contract import parse_duration_ms
 from featurestore.contracts.registry.client import RegistryClient
@@ -61,7 +61,7 @@ from featurestore.monitor.metrics import (
 )
 from featurestore.monitor.probes import Probes
 from featurestore.monitor.watch import watch_for
-from featurestore.offline import EventWriter
+from featurestore.offline import EventWriter, check_readable
 from featurestore.online.memory import Memory, check_eviction, memory
 from featurestore.online.store import RedisOnlineStore
 from featurestore.stream.checkpoint import Checkpointer, Fenced, TransientCommitError
@@ -142,6 +142,12 @@ class ConsumerRuntime:
             if contract.event_time is None:
                 raise ValueError("the offline sink needs a contract with an event_time")
             self.sink = EventWriter(offline_root, definition.subject, contract.event_time)
+            # A contract whose events could not be read with those already stored (a
+            # field's type changed beyond Avro's promotions) is refused before any write.
+            columns = pl.Schema({k: v for k, v in self.decoder.frame_schema.items() if k != ROW})
+            check = partial(check_readable, offline_root, definition.subject, columns,
+                            f"contract version {self.contract_version}")  # fmt: skip
+            self._retrying("read the offline store's schemas", check)
         self.online = online if definition.sinks.online.enabled else None
         self.views = definition.views if self.online is not None else []
         if self.views:  # a Redis that may evict tiles is refused unless allowed

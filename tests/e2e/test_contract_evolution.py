@@ -2,10 +2,12 @@
 (an optional ``device_id``, a new enum symbol) registered, the consumer restarted on
 the new latest contract, v2 events. The offline store then holds files of both
 versions; training sets and a backfill of a view over the new field read both periods
-(the field is null before v2)."""
+(the field is null before v2). A later change that the store could not read as one
+frame (a number become text) is refused when the consumer starts on it."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from featurestore.contracts.registry.client import RegistryClient
+from featurestore.errors import ConfigError
 from featurestore.features.definitions import FeatureView
 from featurestore.offline import scan_events
 from featurestore.offline.history import get_historical_features
@@ -116,3 +119,22 @@ def test_training_sets_and_backfills_read_both_contract_versions(
     assert report.events == 80
     online = store.read(VIEW, rows.select("card_id"), at, [f.name for f in VIEW.features])
     assert online.equals(training.select(online.columns))
+
+    # A change the offline store cannot read as one frame (a number become text),
+    # registered where compatibility is off: the consumer refuses it before any write.
+    client = registry.client()
+    client.set_compatibility(subject_name="payments-value", level="NONE")
+    v3 = json.loads(V2)
+    for field in v3["fields"]:
+        if field["name"] == "amount":
+            field["type"] = "string"
+            field.pop("constraints", None)  # a number's
+    client.register_schema("payments-value", Schema(json.dumps(v3), "AVRO"))
+    with pytest.raises(
+        ConfigError,
+        match=r"column 'amount' is Float64 in .*parquet and String in contract version 3",
+    ):
+        ConsumerRuntime(ConsumerDefinition(name="evolution", topics=[topic],
+                                           subject="payments-value"),
+                        {"bootstrap.servers": services.kafka_bootstrap},
+                        RegistryClient(registry.url), str(offline))  # fmt: skip

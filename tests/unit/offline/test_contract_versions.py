@@ -12,7 +12,7 @@ import pytest
 
 from featurestore.errors import ConfigError
 from featurestore.features.definitions import FeatureView
-from featurestore.offline import EventWriter, scan_events
+from featurestore.offline import EventWriter, check_readable, scan_events
 from featurestore.offline.history import get_historical_features
 
 T0 = 1_780_000_000_000 // 86_400_000 * 86_400_000  # midnight: v1 one day, v2 the next
@@ -79,3 +79,19 @@ def test_a_type_change_that_would_turn_numbers_into_text_is_refused(tmp_path: Pa
     writer.write(events(1, 2, 2, passengers=pl.Series(["one", "two"])))
     with pytest.raises(ConfigError, match=r"column 'passengers' is .*new name"):
         scan_events(str(tmp_path), SUBJECT)
+
+
+def test_a_contract_the_store_could_not_read_with_its_files_is_refused(root: str) -> None:
+    """At consumer start (`check_readable`): the decoded columns as a file would store
+    them, against the files already stored."""
+    base = {"ride_id": pl.String(), "driver": pl.String(), "t": pl.Datetime("us", "UTC")}
+    fine = [{"passengers": pl.Int32()}, {"passengers": pl.Float64()}, {"seats": pl.String()}]
+    for extra in fine:  # a promotion, or a field added
+        check_readable(root, SUBJECT, pl.Schema({**base, **extra}), "contract version 3")
+    with pytest.raises(
+        ConfigError,
+        match=r"'passengers' is Int\d+ in .*parquet and String in contract version 3.*new name",
+    ):
+        check_readable(root, SUBJECT, pl.Schema({**base, "passengers": pl.String()}),
+                       "contract version 3")  # fmt: skip
+    check_readable(str(Path(root) / "empty"), SUBJECT, pl.Schema(base), "v1")  # no files yet
