@@ -19,6 +19,7 @@ class Reason(StrEnum):
     MISSING_ENTITY = "MISSING_ENTITY"  # an entity field is null or empty
     LATE_EVENT = "LATE_EVENT"  # event time older than the contract/retention allows
     FUTURE_EVENT = "FUTURE_EVENT"  # event time further ahead than the allowed skew
+    PROCESSING_ERROR = "PROCESSING_ERROR"  # valid, but a step after validation failed on it
 
 
 @dataclass(frozen=True)

@@ -66,25 +66,40 @@ class EventWriter:
 
     def write(self, frame: pl.DataFrame) -> list[str]:
         """Write ``frame`` (contract fields plus the source columns); returns the files."""
+        return self.store(self.encode(frame))
+
+    def encode(self, frame: pl.DataFrame) -> list[tuple[Any, bytes]]:
+        """What `write` stores for ``frame``, in memory: one Parquet file's bytes per
+        event date. Raises what writing would raise on the events' values, with nothing
+        stored, so a consumer can tell the one record a batch fails on."""
         if frame.is_empty():
             return []
         missing = [c for c in (*SOURCE_COLUMNS, self.event_time) if c not in frame.columns]
         if missing:
             raise ValueError(f"events to write lack the columns {missing}")
         dated = frame.with_columns(pl.col(self.event_time).dt.date().alias(DATE_COLUMN))
-        written = []
+        out = []
         for (day,), rows in dated.group_by(DATE_COLUMN, maintain_order=True):
+            buffer = io.BytesIO()
+            pq.write_table(rows.drop(DATE_COLUMN).to_arrow(), buffer, compression="zstd")
+            out.append((day, buffer.getvalue()))
+        return out
+
+    def store(self, encoded: list[tuple[Any, bytes]]) -> list[str]:
+        """Store what `encode` made, one new file per event date; returns the files."""
+        written = []
+        for day, data in encoded:
             folder = f"{self.base}/{DATE_COLUMN}={day}"
             name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:12]}.parquet"
-            written.append(self._write_file(folder, name, rows.drop(DATE_COLUMN)))
+            written.append(self._write_file(folder, name, data))
         return written
 
-    def _write_file(self, folder: str, name: str, rows: pl.DataFrame) -> str:
+    def _write_file(self, folder: str, name: str, data: bytes) -> str:
         self.fs.create_dir(folder, recursive=True)
         final, temporary = f"{folder}/{name}", f"{folder}/.{name}.tmp"
         try:
             with self.fs.open_output_stream(temporary) as out:
-                pq.write_table(rows.to_arrow(), out, compression="zstd")
+                out.write(data)
             if self._local:
                 _fsync(temporary)
         except BaseException:  # a full disk: a retry must not find it fuller by this file

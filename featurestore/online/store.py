@@ -74,6 +74,17 @@ class OnlineStore(Protocol):
     ) -> pl.DataFrame: ...
 
 
+@dataclass(frozen=True)
+class PreparedApply:
+    """One view's writes of a batch, computed and not yet sent (`prepare_apply`)."""
+
+    record: Record
+    keyed: pl.DataFrame  # the events with their hash keys and offset fields
+    time_col: str
+    arguments: list[tuple[str, list[Any], list[Any]]]  # per entity key: segments, prunes
+    registered: bool  # the view version's layout was known to the store when prepared
+
+
 @dataclass
 class ApplyStats:
     entities: int = 0
@@ -180,10 +191,47 @@ class RedisOnlineStore:
 
     def apply(self, view: FeatureView, events: pl.DataFrame, time_col: str) -> ApplyStats:
         """Apply validated events (join keys, values, ``_topic/_partition/_offset``)."""
+        return self.send_apply(self.prepare_apply(view, events, time_col))
+
+    def prepare_apply(
+        self, view: FeatureView, events: pl.DataFrame, time_col: str
+    ) -> PreparedApply:
+        """Everything `apply` computes before it writes (keys, tile partials, records,
+        script arguments), with no Redis call: raises what applying would raise on the
+        events' values, so a consumer can tell the one record a batch fails on."""
+        text = self._text.get((view.name, view.version))
+        known = text is not None
+        if text is None:  # A value is text when its source column is not numeric.
+            text = {n for n, v in view.values.items() if not events.schema[v.column].is_numeric()}
+        record = Record(view, frozenset(text))
+        keyed = self._keyed(view, events) if not events.is_empty() else events
+        arguments = (self._arguments(record, keyed, time_col, per_event=False)
+                     if not events.is_empty() else [])  # fmt: skip
+        return PreparedApply(record, keyed, time_col, arguments, known)
+
+    def send_apply(self, prepared: PreparedApply) -> ApplyStats:
+        """Write what `prepare_apply` made: one script call per entity, pipelined."""
         stats = ApplyStats()
-        if events.is_empty():
+        if not prepared.arguments:
             return stats
-        keyed = events.with_columns(
+        record, view = prepared.record, prepared.record.view
+        if not prepared.registered and (view.name, view.version) not in self._text:
+            self.register(view, set(record.text_values))  # first write: the layout to meta
+        straddling = self._send(record, prepared.arguments, stats)
+        if straddling:
+            stats.resent_entities = len(straddling)
+            retry = prepared.keyed.filter(pl.col(_KEY).is_in(straddling))
+            per_event = self._arguments(record, retry, prepared.time_col, per_event=True)
+            again = self._send(record, per_event, stats)
+            if again:  # pragma: no cover - one event per segment cannot straddle
+                raise RuntimeError(f"offset guard refused single events for {again[:3]}")
+        # The version has online state from now on (what `views promote` checks).
+        self.client.hset(self._meta_key(view), "last_write", str(time.time_ns() // 1_000_000))
+        return stats
+
+    def _keyed(self, view: FeatureView, events: pl.DataFrame) -> pl.DataFrame:
+        """``events`` with each row's hash key and offset field."""
+        return events.with_columns(
             (view_prefix(self.prefix, view) + entity_keys(events, self._join_keys(view))).alias(
                 _KEY
             ),
@@ -191,24 +239,6 @@ class RedisOnlineStore:
                 pl.lit("o:"), pl.col("_topic"), pl.lit(":"), pl.col("_partition").cast(pl.String)
             ).alias(_OFIELD),
         )
-        text = self._text.get((view.name, view.version))
-        if text is None:  # first write of this store: the layout goes to the meta hash
-            # A value is text when its source column is not numeric: its `last` is a string.
-            text = {n for n, v in view.values.items() if not events.schema[v.column].is_numeric()}
-            self.register(view, text)
-        record = Record(view, frozenset(text))
-        straddling = self._send(record, self._arguments(record, keyed, time_col,
-                                                        per_event=False), stats)  # fmt: skip
-        if straddling:
-            stats.resent_entities = len(straddling)
-            retry = keyed.filter(pl.col(_KEY).is_in(straddling))
-            again = self._send(record, self._arguments(record, retry, time_col, per_event=True),
-                               stats)  # fmt: skip
-            if again:  # pragma: no cover - one event per segment cannot straddle
-                raise RuntimeError(f"offset guard refused single events for {again[:3]}")
-        # The version has online state from now on (what `views promote` checks).
-        self.client.hset(self._meta_key(view), "last_write", str(time.time_ns() // 1_000_000))
-        return stats
 
     def _join_keys(self, view: FeatureView) -> list[str]:
         try:

@@ -63,7 +63,7 @@ from featurestore.monitor.probes import Probes
 from featurestore.monitor.watch import watch_for
 from featurestore.offline import EventWriter, check_readable
 from featurestore.online.memory import Memory, check_eviction, memory
-from featurestore.online.store import RedisOnlineStore
+from featurestore.online.store import PreparedApply, RedisOnlineStore
 from featurestore.stream.checkpoint import Checkpointer, Fenced, TransientCommitError
 from featurestore.stream.definition import ConsumerDefinition
 from featurestore.stream.dlq import DeadLetter, Headers, SourceRecord, dead_letter
@@ -283,28 +283,8 @@ class ConsumerRuntime:
         )
         assert self.consumer is not None
         consumer = self.consumer
-        if self.views:
-            event_time = self.contract.event_time or ""
-            seeds = self._retrying(
-                "read watermarks", partial(self.watermarks.seeds, consumer, batch.next_offsets)
-            )
-            valid, late = self.watermarks.split(valid, event_time, seeds)
-            rejections = sorted([*rejections, *late], key=lambda r: r.row)
-        valid = valid.drop("_row")
-        if self.sink is not None:
-            sink, writing = self.sink, time.monotonic()
-            self._retrying("write offline events", lambda: sink.write(valid))
-            if self.watch is not None:
-                self.watch.offline_full(None)  # resolves a full-disk alert: it was written
-            OFFLINE_WRITE_SECONDS.labels(self.definition.name).observe(time.monotonic() - writing)
-            crashpoints.reach("offline.written")
-        if self.computed is not None:
-            computed = self.computed
-            first = batch.first_offsets
-            for view in self._retrying("read the views' state", lambda: computed.current(first)):
-                self._apply_online(view, valid)
-            self._online_full(full=False)  # the writes landed: Redis has room again
-            crashpoints.reach("online.applied")
+        valid, more = self._deliver(valid, batch)
+        rejections = sorted([*rejections, *more], key=lambda r: r.row)
         letters = [self._dead_letter(records[r.row], r) for r in rejections]
         offsets = self.watermarks.attach(batch.next_offsets)
         try:
@@ -317,6 +297,98 @@ class ConsumerRuntime:
         self._count(len(records), valid.height, rejections)
         BATCH_SECONDS.labels(self.definition.name).observe(time.monotonic() - started)
         self._observe(len(records), rejections, valid)
+
+    def _deliver(self, valid: pl.DataFrame, batch: _Batch) -> tuple[pl.DataFrame, list[Rejection]]:
+        """The valid rows through the steps after validation; returns the rows delivered
+        and the dead letters of those steps (LATE_EVENT, PROCESSING_ERROR).
+
+        Everything computed from the rows (the watermark split, each Parquet file's
+        bytes, each view's script arguments) is computed first, isolated (`_isolated`):
+        a record it cannot take is dead-lettered and the rest computed again, before
+        anything is written. So a poison record is in one place, its dead letter, and
+        the writes that follow fail only when a dependency does (retried)."""
+        consumer = self.consumer
+        assert consumer is not None
+        late: list[Rejection] = []
+        poisoned: list[Rejection] = []
+        if self.views:
+            event_time = self.contract.event_time or ""
+            seeds = self._retrying(
+                "read watermarks", partial(self.watermarks.seeds, consumer, batch.next_offsets)
+            )
+            split = partial(self.watermarks.split, event_time=event_time, seeds=seeds)
+            (valid, late), poisoned = self._isolated("split by watermark", valid, split, batch)
+        views: list[FeatureView] = []
+        if self.computed is not None:
+            computed, first = self.computed, batch.first_offsets
+            views = self._retrying("read the views' state", lambda: computed.current(first))
+        prepare = partial(self._prepare_writes, views=views)
+        (files, applies), poison = self._isolated("prepare the writes", valid, prepare, batch)
+        poisoned += poison
+        if self.sink is not None:
+            sink, writing = self.sink, time.monotonic()
+            self._retrying("write offline events", lambda: sink.store(files))
+            if self.watch is not None:
+                self.watch.offline_full(None)  # resolves a full-disk alert: it was written
+            OFFLINE_WRITE_SECONDS.labels(self.definition.name).observe(time.monotonic() - writing)
+            crashpoints.reach("offline.written")
+        if self.computed is not None:
+            for prepared in applies:
+                self._apply_online(prepared)
+            self._online_full(full=False)  # the writes landed: Redis has room again
+            crashpoints.reach("online.applied")
+        kept = valid.filter(~pl.col("_row").is_in([r.row for r in poison]))
+        return kept.drop("_row"), [*late, *poisoned]
+
+    def _prepare_writes(
+        self, valid: pl.DataFrame, views: list[FeatureView]
+    ) -> tuple[list[tuple[Any, bytes]], list[PreparedApply]]:
+        """The offline files' bytes and each view's script arguments for ``valid``,
+        nothing written."""
+        files = self.sink.encode(valid.drop("_row")) if self.sink is not None else []
+        online, event_time = self.online, self.contract.event_time or ""
+        applies = []
+        for view in views:
+            assert online is not None
+            events = valid.select(self._online_columns(view))
+            applies.append(online.prepare_apply(view, events, event_time))
+        return files, applies
+
+    def _isolated(
+        self, step: str, frame: pl.DataFrame, run: Callable[[pl.DataFrame], T], batch: _Batch
+    ) -> tuple[T, list[Rejection]]:
+        """``run(frame)``: a step that computes from the rows and writes nothing. When it
+        raises (a value it cannot take, a bug of ours), each row is run alone; those that
+        raise are dead-lettered (PROCESSING_ERROR, the exception's type: its text may
+        quote a value) and the step runs on the others. Returns its result and the dead
+        letters. When no row raises alone, the batch's error is raised."""
+        try:
+            return run(frame), []
+        except Interrupted:
+            raise
+        except Exception as exc:
+            log.error("%s failed for a batch of %d; isolating records%s", step, frame.height,
+                      _without_values(exc))  # fmt: skip
+            failure = exc
+        rows, bad, letters = frame.get_column("_row").to_list(), [], []
+        for i, row in enumerate(rows):
+            try:
+                run(frame.slice(i, 1))
+            except Interrupted:
+                raise
+            except Exception as exc:
+                where = f"{batch.topics[row]}[{batch.partitions[row]}]@{batch.offsets[row]}"
+                log.error("record %s could not be processed at %s%s", where, step,
+                          _without_values(exc))  # fmt: skip
+                message = (
+                    f"could not be processed at {step} ({type(exc).__name__}); see consumer logs"
+                )
+                letters.append(Rejection(row, Reason.PROCESSING_ERROR, message))
+                bad.append(i)
+        if not bad:  # not one record's fault
+            raise failure
+        kept = frame.filter(~pl.int_range(pl.len()).is_in(bad))
+        return run(kept), letters
 
     def _observe(self, consumed: int, rejections: list[Rejection], valid: pl.DataFrame) -> None:
         """Freshness at write, then contract health and drift (checked when due)."""
@@ -369,16 +441,18 @@ class ConsumerRuntime:
             CONSUMER_LAG.labels(self.definition.name, tp.topic, str(tp.partition)).set(unread)
         return out
 
-    def _apply_online(self, view: FeatureView, valid: pl.DataFrame) -> None:
-        online, event_time = self.online, self.contract.event_time or ""
-        assert online is not None
+    def _online_columns(self, view: FeatureView) -> list[str]:
+        """The columns of the valid rows that ``view``'s apply reads."""
         values = [v.column for v in view.values.values()]
         keys = self.definition.join_keys[view.entity]
-        columns = [*keys, event_time, *values, "_topic", "_partition", "_offset"]
-        events = valid.select(list(dict.fromkeys(columns)))
+        event_time = self.contract.event_time or ""
+        return list(dict.fromkeys([*keys, event_time, *values, "_topic", "_partition", "_offset"]))
+
+    def _apply_online(self, prepared: PreparedApply) -> None:
+        online, view = self.online, prepared.record.view
+        assert online is not None
         started = time.monotonic()
-        apply = partial(online.apply, view, events, event_time)
-        stats = self._retrying(f"apply {view.name} to Redis", apply)
+        stats = self._retrying(f"apply {view.name} to Redis", lambda: online.send_apply(prepared))
         elapsed = time.monotonic() - started
         ONLINE_WRITE_SECONDS.labels(self.definition.name, view.name).observe(elapsed)
         if stats.resent_entities:
