@@ -17,6 +17,7 @@ The HTTP server is Feast's own `feast -c REPO serve`, which run.py starts.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import sys
@@ -86,6 +87,7 @@ def online(s: dict[str, Any]) -> None:
     for _ in range(3):  # warm: connection, registry, first calls
         for cards in sets.values():
             lookup(cards[0])
+    gc.freeze()  # as a long-lived service does after start-up (both sides: bench/peers/README.md)
     emit("ready", memory_mb=memory_mb())
     for command in commands():
         op = command["op"]

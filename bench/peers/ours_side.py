@@ -23,6 +23,7 @@ Parts (results as marked JSON lines, see protocol.py):
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import tempfile
@@ -204,6 +205,7 @@ def online_worker(s: dict[str, Any]) -> None:
     for _ in range(3):  # warm: connection, scripts, Polars' first calls
         for cards in sets.values():
             client.get_online_features({"card_id": cards[0]}, refs, full_feature_names=True)
+    gc.freeze()  # as a long-lived service does after start-up (both sides: bench/peers/README.md)
     emit("ready", memory_mb=memory_mb())
     for command in commands():
         op = command["op"]
