@@ -63,6 +63,7 @@ SCRIPTS = (_APPLY,)
 _KEY, _OFIELD = "__key", "__ofield"
 _META = ("text", "format", "values")  # what a reader learns from a view version's meta hash
 _RECEIVE_BUFFER = 8 << 20  # bytes of a connection's socket receive buffer (`_roomy`)
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 _CELLS = 4_000_000  # doubles of a lookup's dense array (32 MB): more rows go in chunks
 
 
@@ -530,16 +531,25 @@ def _packed(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
 
 
 def _roomy(connection: Any) -> None:
-    """Give the connection's socket a receive buffer of `_RECEIVE_BUFFER` (once per
-    socket). A lookup's replies come at once, up to megabytes: in the kernel's default
-    buffer the TCP window closes, and on loopback (64 KB segments) it reopens only on a
-    delayed ACK, which stalled 1 in 30 round trips of a 100-entity lookup by 20-40 ms
-    (bench/online.py). The kernel caps the size at net.core.rmem_max and allocates
-    only what is queued."""
-    sock = getattr(connection, "_sock", None)  # redis-py's socket, None when closed
-    if sock is not None and getattr(connection, "_featurestore_roomy", None) is not sock:
+    """Tune the connection's socket for a round trip's replies, which come at once, up
+    to megabytes (a 100-entity lookup: 1.2 MB):
+
+    - a receive buffer of `_RECEIVE_BUFFER`, once per socket: in the kernel's default
+      one the TCP window closed, and on loopback (64 KB segments) reopened only on a
+      delayed ACK, which stalled 1 in 30 such round trips by 20-40 ms;
+    - quick ACKs (Linux's TCP_QUICKACK, which the kernel turns off again by itself, so
+      on every round trip): with delayed ACKs, Redis' sending of a large reply waited
+      ~25 ms for them in about 1 lookup in 50 (both measured with bench/peers).
+
+    The kernel caps the buffer at net.core.rmem_max and allocates only what is queued."""
+    sock: Any = getattr(connection, "_sock", None)  # redis-py's socket, None when closed
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    if getattr(connection, "_featurestore_roomy", None) is not sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECEIVE_BUFFER)
         connection._featurestore_roomy = sock
+    if _QUICKACK is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
 
 
 def _sha(script: str) -> str:
