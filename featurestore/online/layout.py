@@ -39,7 +39,7 @@ Invariants: records are only ever merged by ``apply.lua`` with the merge laws of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import compress
@@ -83,10 +83,28 @@ def entity_keys(frame: pl.DataFrame, join_keys: list[str]) -> pl.Expr:
     return parts[0] if len(parts) == 1 else pl.concat_str(parts, separator=ENTITY_SEPARATOR)
 
 
-def entity_parts(entities: pl.DataFrame, join_keys: list[str]) -> list[str]:
+# Entity rows of a lookup: a frame of the join keys, or (what a client builds when every
+# key is text or an integer, cheaper than any frame for a few rows) lists of them by key.
+Rows = pl.DataFrame | Mapping[str, Sequence[str | int | None]]
+
+
+def row_count(entities: Rows) -> int:
+    if isinstance(entities, pl.DataFrame):
+        return entities.height
+    return len(next(iter(entities.values()), ()))
+
+
+def entity_parts(entities: Rows, join_keys: list[str]) -> list[str]:
     """Each row's entity key (`entity_keys`), ``"\x00"`` for a row with a null key (a
     key that cannot exist). Text and integer keys are joined in Python, which for the few
     rows of a lookup costs less than a Polars query; other types take `entity_keys`."""
+    if not isinstance(entities, pl.DataFrame):  # text or integers (`Rows`)
+        values = [[v if v is None or type(v) is str else str(v) for v in entities[k]]
+                  for k in join_keys]  # fmt: skip
+        if len(values) == 1:
+            return ["\x00" if v is None else v for v in values[0]]
+        return ["\x00" if None in row else ENTITY_SEPARATOR.join(row)
+                for row in zip(*values, strict=True)]  # fmt: skip
     columns = [entities.get_column(k) for k in join_keys]
     if all(c.dtype == pl.String or c.dtype.is_integer() for c in columns):
         values = [c.to_list() if c.dtype == pl.String

@@ -48,11 +48,13 @@ from featurestore.features.small import LookupPlan
 from featurestore.online.layout import (
     FORMAT,
     Record,
+    Rows,
     check_format,
     entity_keys,
     entity_parts,
     layout,
     meta_key,
+    row_count,
     tile_records,
     view_prefix,
 )
@@ -324,7 +326,7 @@ class RedisOnlineStore:
     # --- reads --------------------------------------------------------------------------
 
     def _keys(
-        self, view: FeatureView, entities: pl.DataFrame, known: dict[tuple[str, ...], list[str]]
+        self, view: FeatureView, entities: Rows, known: dict[tuple[str, ...], list[str]]
     ) -> list[str]:
         """The hash key of each entity row of ``view``; the entity parts are computed once
         per set of join keys (``known``), whatever the number of views read."""
@@ -363,7 +365,7 @@ class RedisOnlineStore:
     def lookup(
         self,
         requests: Sequence[tuple[FeatureView, Sequence[str]]],
-        entities: pl.DataFrame,
+        entities: Rows,
         at: int,
     ) -> Lookup:
         """`read_many` with what serving reports beside the values: per request and
@@ -372,7 +374,7 @@ class RedisOnlineStore:
         return self.finish(prepared, self._pipelined(prepared.commands), at)
 
     def prepare(
-        self, requests: Sequence[tuple[FeatureView, Sequence[str]]], entities: pl.DataFrame
+        self, requests: Sequence[tuple[FeatureView, Sequence[str]]], entities: Rows
     ) -> PreparedRead:
         """The commands of a lookup, for any client to send in one pipeline (the async
         client sends them with redis.asyncio), then `finish`: one ``HVALS`` per view and
@@ -384,7 +386,9 @@ class RedisOnlineStore:
         unknown = sorted({(v.name, v.version): v for v, _ in requests
                           if (v.name, v.version) not in self._text}.items())  # fmt: skip
         commands += [("HMGET", self._meta_key(view), *_META) for _, view in unknown]
-        return PreparedRead(_asked(requests), entities.height, commands, [v for _, v in unknown])
+        return PreparedRead(
+            _asked(requests), row_count(entities), commands, [v for _, v in unknown]
+        )
 
     def finish(self, prepared: PreparedRead, replies: Sequence[Any], at: int) -> Lookup:
         """Window values at ``at`` from the replies to ``prepared.commands``, merged by

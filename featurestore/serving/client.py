@@ -26,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from featurestore.errors import ConfigError, OnlineStoreUnavailableError
 from featurestore.online.connection import connect, connect_async, redact_url
+from featurestore.online.layout import Rows
 from featurestore.online.lifecycle import ViewState, parse_states, state_key, states_command
 from featurestore.online.store import SCRIPTS, RedisOnlineStore
 from featurestore.serving.catalog import Catalog
@@ -49,6 +50,52 @@ def wall_clock() -> int:
     return time.time_ns() // 1_000_000
 
 
+def entity_rows(entities: Entities, join_keys: Sequence[str]) -> Rows:
+    """`entity_frame`, without a frame when every key is text or an integer: then the
+    rows are lists by join key (`layout.Rows`), which for the few rows of a lookup cost
+    less than any frame."""
+    plain = _plain(entities)
+    if plain is None:
+        return entity_frame(entities, join_keys)
+    _check_keys(list(plain), join_keys)
+    return {k: plain[k] for k in join_keys}
+
+
+def _plain(entities: Entities) -> dict[str, list[str | int | None]] | None:
+    """Rows given as a mapping or a list of mappings whose keys are all text or all
+    integers (within 64 bits; None allowed), by key; None for anything else."""
+    if isinstance(entities, Mapping):
+        columns = {k: list(v) if isinstance(v, list | tuple) else [v]
+                   for k, v in entities.items()}  # fmt: skip
+    elif isinstance(entities, list) and all(isinstance(row, Mapping) for row in entities):
+        names = list(dict.fromkeys(k for row in entities for k in row))
+        columns = {k: [row.get(k) for row in entities] for k in names}
+    else:
+        return None
+    if not columns or len({len(v) for v in columns.values()}) != 1:
+        return None  # no keys, or uneven columns: `entity_frame` says what is wrong
+    for values in columns.values():
+        kinds = {type(v) for v in values} - {type(None)}
+        if kinds == {int}:
+            if not all(v is None or -(2**63) <= v < 2**63 for v in values):
+                return None
+        elif kinds != {str}:
+            return None
+    return columns
+
+
+def _check_keys(columns: Sequence[str], join_keys: Sequence[str]) -> None:
+    missing = [k for k in join_keys if k not in columns]
+    unknown = [c for c in columns if c not in join_keys]
+    if missing or unknown:
+        problems = [f"missing join keys {missing}" if missing else "",
+                    f"unknown columns {unknown}" if unknown else ""]  # fmt: skip
+        raise ConfigError(
+            f"entity rows: {'; '.join(p for p in problems if p)}; these features need "
+            f"exactly the join keys {list(join_keys)}"
+        )
+
+
 def entity_frame(entities: Entities, join_keys: Sequence[str]) -> pl.DataFrame:
     """Entity rows as a frame of exactly ``join_keys``; a ConfigError naming what is
     missing or unknown otherwise."""
@@ -70,15 +117,7 @@ def entity_frame(entities: Entities, join_keys: Sequence[str]) -> pl.DataFrame:
                 f"cannot read entity rows from a {type(entities).__name__}; pass a list of "
                 "dicts, a dict of lists, or a Polars, pandas or Arrow frame"
             ) from None
-    missing = [k for k in join_keys if k not in frame.columns]
-    unknown = [c for c in frame.columns if c not in join_keys]
-    if missing or unknown:
-        problems = [f"missing join keys {missing}" if missing else "",
-                    f"unknown columns {unknown}" if unknown else ""]  # fmt: skip
-        raise ConfigError(
-            f"entity rows: {'; '.join(p for p in problems if p)}; these features need "
-            f"exactly the join keys {list(join_keys)}"
-        )
+    _check_keys(frame.columns, join_keys)
     if frame.columns == list(join_keys):  # already as asked: no Polars query
         return frame
     return frame.select(join_keys)
@@ -145,7 +184,7 @@ class FeatureClient:
         entity row, at the client's clock."""
         resolved = self.catalog.resolve(features, full_names=full_feature_names)
         lookup = _Lookup(self.catalog, self.store, features, full_feature_names,
-                         entity_frame(entities, resolved.join_keys))  # fmt: skip
+                         entity_rows(entities, resolved.join_keys))  # fmt: skip
         for _ in range(_ATTEMPTS):
             commands = lookup.commands()
             at = self.clock()
@@ -194,13 +233,13 @@ class AsyncFeatureClient:
         self, entities: Entities, features: Features, *, full_feature_names: bool = False
     ) -> OnlineFeatures:
         resolved = self.catalog.resolve(features, full_names=full_feature_names)
-        frame = entity_frame(entities, resolved.join_keys)
-        return await self.lookup(features, frame, full_feature_names=full_feature_names)
+        rows = entity_rows(entities, resolved.join_keys)
+        return await self.lookup(features, rows, full_feature_names=full_feature_names)
 
     async def lookup(
-        self, features: Features, entities: pl.DataFrame, *, full_feature_names: bool = False
+        self, features: Features, entities: Rows, *, full_feature_names: bool = False
     ) -> OnlineFeatures:
-        """A lookup of entity rows already checked by `entity_frame`."""
+        """A lookup of entity rows already checked by `entity_rows`."""
         lookup = _Lookup(self.catalog, self.store, features, full_feature_names, entities)
         for _ in range(_ATTEMPTS):
             commands = lookup.commands()
@@ -259,7 +298,7 @@ class _Lookup:
         store: RedisOnlineStore,
         features: Features,
         full_names: bool,
-        entities: pl.DataFrame,
+        entities: Rows,
     ) -> None:
         self.catalog, self.store, self.entities = catalog, store, entities
         self.features, self.full_names = features, full_names

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from featurestore.online.layout import Rows
 from featurestore.online.store import Lookup
 from featurestore.serving.catalog import Resolved
 
@@ -51,7 +52,7 @@ class OnlineFeatures:
     Values are plain Python lists; the Polars, Arrow and pandas forms are built only
     when asked for (`to_polars`)."""
 
-    entities: pl.DataFrame  # the join key columns, one row per entity row asked
+    entities: Rows  # the join key columns, one row per entity row asked
     columns: dict[str, list[Any]]  # one list per requested feature, in request order
     types: dict[str, pl.DataType]  # each feature's Polars type
     resolved: Resolved
@@ -59,9 +60,7 @@ class OnlineFeatures:
     at_ms: int
 
     @classmethod
-    def of(
-        cls, entities: pl.DataFrame, resolved: Resolved, lookup: Lookup, at_ms: int
-    ) -> OnlineFeatures:
+    def of(cls, entities: Rows, resolved: Resolved, lookup: Lookup, at_ms: int) -> OnlineFeatures:
         # A few rows per view: plain Python, cheaper here than any frame operation.
         views = []
         for (view, _), found, newest in zip(
@@ -93,7 +92,7 @@ class OnlineFeatures:
     def to_polars(self, *, metadata: bool = False) -> pl.DataFrame:
         """Join keys, then the features; with ``metadata``, per view version
         ``<view>__version``, ``<view>__status`` and ``<view>__freshness_s`` columns."""
-        frame = pl.concat([self.entities, self.values], how="horizontal")
+        frame = pl.concat([self._entity_frame(), self.values], how="horizontal")
         if metadata:
             extra = []
             for state in self.views:
@@ -114,7 +113,7 @@ class OnlineFeatures:
 
     def to_dict(self) -> dict[str, list[Any]]:
         """Join keys and feature names to lists of values, as Feast's ``to_dict``."""
-        return {**self.entities.to_dict(as_series=False), **self.columns}
+        return {**self._entity_columns(), **self.columns}
 
     def to_arrow(self) -> pa.Table:
         return self.to_polars().to_arrow()
@@ -152,12 +151,22 @@ class OnlineFeatures:
             )
         body: dict[str, Any] = {
             "at": at,
-            "entities": self.entities.to_dict(as_series=False),
+            "entities": self._entity_columns(),
             "features": features,
         }
         if self.resolved.service is not None:
             body["feature_service"] = self.resolved.service
         return body
+
+    def _entity_columns(self) -> dict[str, list[Any]]:
+        if isinstance(self.entities, pl.DataFrame):
+            return self.entities.to_dict(as_series=False)
+        return {k: list(v) for k, v in self.entities.items()}
+
+    def _entity_frame(self) -> pl.DataFrame:
+        if isinstance(self.entities, pl.DataFrame):
+            return self.entities
+        return pl.DataFrame(dict(self.entities))
 
     def _state_of(self, name: str) -> ViewState:
         for out in self.resolved.outputs:

@@ -50,7 +50,7 @@ from featurestore.monitor.metrics import (
     LOOKUP_ENTITIES,
     LOOKUP_SECONDS,
 )
-from featurestore.serving.client import AsyncFeatureClient, entity_frame
+from featurestore.serving.client import AsyncFeatureClient, entity_rows
 
 Scalar = str | int | float | bool | None
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/registry")
@@ -238,7 +238,7 @@ def _routes(app: FastAPI) -> None:
         wanted = body.feature_service if body.features is None else body.features
         assert wanted is not None
         resolved = client.catalog.resolve(wanted, full_names=body.full_feature_names)
-        entities = entity_frame(body.entities, resolved.join_keys)
+        entities = entity_rows(body.entities, resolved.join_keys)
         lookup = client.lookup(wanted, entities, full_feature_names=body.full_feature_names)
         return (await _timed(lookup, body.rows)).body()
 
@@ -265,7 +265,7 @@ def _routes(app: FastAPI) -> None:
                 f"view {view!r} is keyed by {keys}: give the key as "
                 f"{','.join('<' + k + '>' for k in keys)}"
             )
-        entities = entity_frame({k: [v] for k, v in zip(keys, parts, strict=True)}, keys)
+        entities = entity_rows({k: [v] for k, v in zip(keys, parts, strict=True)}, keys)
         found = await _timed(client.lookup(refs, entities), 1)
         state = found.views[0]
         return {

@@ -4,6 +4,7 @@ form; statuses and conversions of a lookup's answer (pure, no Redis)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import polars as pl
@@ -12,8 +13,10 @@ import pytest
 
 from featurestore.errors import ConfigError, NotFoundError
 from featurestore.features.definitions import FeatureService, FeatureView
+from featurestore.online.layout import entity_parts, row_count
 from featurestore.online.store import Lookup
 from featurestore.serving import EXPIRED, NOT_FOUND, PRESENT, Catalog, OnlineFeatures, entity_frame
+from featurestore.serving.client import entity_rows
 
 
 def view(name: str, version: int = 1, column: str = "amount") -> FeatureView:
@@ -134,6 +137,31 @@ def test_entity_rows_with_wrong_keys_are_refused() -> None:
         entity_frame(42, ["card_id"])
     with pytest.raises(ConfigError, match="mappings"):
         entity_frame(["a", "b"], ["card_id"])
+
+
+@pytest.mark.parametrize(
+    ("rows", "plain"),
+    [
+        ([{"card_id": "a"}, {"card_id": None}, {"card_id": "é"}], True),
+        ({"card_id": [1, None, -(2**63)]}, True),
+        ({"a": ["x", "y", None], "b": [1, None, 3]}, True),
+        ({"card_id": "a"}, True),
+        ({"card_id": [True, False]}, False),
+        ({"card_id": [1.5, None]}, False),
+        ({"card_id": [2**64, 1]}, False),  # past 64 bits: a frame of text
+        ({"card_id": ["a", 1]}, False),  # mixed: a frame of text
+    ],
+)
+def test_entity_rows_read_the_keys_a_frame_reads(rows: Any, plain: bool) -> None:
+    """`entity_rows` skips the frame for plain text or integer keys, and the store reads
+    the same entity keys from it as from `entity_frame`'s frame."""
+    names = list(rows[0]) if isinstance(rows, list) else list(rows)
+    fast, frame = entity_rows(rows, names), entity_frame(rows, names)
+    assert isinstance(fast, dict) == plain
+    assert entity_parts(fast, names) == entity_parts(frame, names)
+    assert row_count(fast) == frame.height
+    with pytest.raises(ConfigError, match=r"missing join keys \['card_id'\]"):
+        entity_rows({"card": ["a"]}, ["card_id"])
 
 
 def test_statuses_freshness_and_conversions(catalog: Catalog) -> None:
