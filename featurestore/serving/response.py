@@ -52,7 +52,7 @@ class OnlineFeatures:
     Values are plain Python lists; the Polars, Arrow and pandas forms are built only
     when asked for (`to_polars`)."""
 
-    entities: Rows  # the join key columns, one row per entity row asked
+    rows: Rows  # the join key columns, one row per entity row asked (`entities`: a frame)
     columns: dict[str, list[Any]]  # one list per requested feature, in request order
     types: dict[str, pl.DataType]  # each feature's Polars type
     resolved: Resolved
@@ -92,7 +92,7 @@ class OnlineFeatures:
     def to_polars(self, *, metadata: bool = False) -> pl.DataFrame:
         """Join keys, then the features; with ``metadata``, per view version
         ``<view>__version``, ``<view>__status`` and ``<view>__freshness_s`` columns."""
-        frame = pl.concat([self._entity_frame(), self.values], how="horizontal")
+        frame = pl.concat([self.entities, self.values], how="horizontal")
         if metadata:
             extra = []
             for state in self.views:
@@ -159,14 +159,16 @@ class OnlineFeatures:
         return body
 
     def _entity_columns(self) -> dict[str, list[Any]]:
-        if isinstance(self.entities, pl.DataFrame):
-            return self.entities.to_dict(as_series=False)
-        return {k: list(v) for k, v in self.entities.items()}
+        if isinstance(self.rows, pl.DataFrame):
+            return self.rows.to_dict(as_series=False)
+        return {k: list(v) for k, v in self.rows.items()}
 
-    def _entity_frame(self) -> pl.DataFrame:
-        if isinstance(self.entities, pl.DataFrame):
-            return self.entities
-        return pl.DataFrame(dict(self.entities))
+    @cached_property
+    def entities(self) -> pl.DataFrame:
+        """The join key columns as a frame, one row per entity row asked."""
+        if isinstance(self.rows, pl.DataFrame):
+            return self.rows
+        return pl.DataFrame(dict(self.rows))
 
     def _state_of(self, name: str) -> ViewState:
         for out in self.resolved.outputs:

@@ -186,7 +186,12 @@ def test_statuses_freshness_and_conversions(catalog: Catalog) -> None:
     assert meta["places__status"].to_list() == [PRESENT, NOT_FOUND, NOT_FOUND]
     assert answer.to_arrow().num_rows == 3
     assert list(answer.to_pandas().columns) == ["card_id", "amount_sum_1h", "merchant_count_1h"]
+    plain = OnlineFeatures.of({"card_id": ["a", "b", "c"]}, resolved, lookup, at)
+    assert plain.entities.equals(entities)  # a frame, whatever the rows were given as
+    assert plain.to_dict() == answer.to_dict()
+    assert plain.to_polars(metadata=True).equals(meta)
     body = answer.body()
+    assert plain.body() == body
     assert body["entities"] == {"card_id": ["a", "b", "c"]}
     assert body["features"][0] | {"values": None} == {
         "name": "amount_sum_1h", "ref": "spend:amount_sum_1h", "view": "spend", "version": 2,
