@@ -311,7 +311,9 @@ class Shim:
                 call.end = time.perf_counter()
 
         runtime.decoder.decode = counted_decode  # type: ignore[method-assign]
-        sink.write = self.timed("sink", sink.write)  # type: ignore[method-assign]
+        # The runtime encodes a batch's files, then stores them (`EventWriter.write` is both).
+        sink.encode = self.timed("sink", sink.encode)  # type: ignore[method-assign]
+        sink.store = self.timed("sink", sink.store)  # type: ignore[method-assign]
         commit = self.timed("commit", runtime.checkpointer.commit)
         runtime.checkpointer.commit = commit  # type: ignore[method-assign]
         runtime.process = timed_process  # type: ignore[method-assign]
@@ -319,18 +321,26 @@ class Shim:
             self.install_online(runtime, runtime.online)
 
     def install_online(self, runtime: ConsumerRuntime, store: RedisOnlineStore) -> None:
-        apply = self.timed("online", store.apply)
+        # The runtime prepares every view's writes, then sends them (`store.apply` is both).
+        prepare, send = (
+            self.timed("online", store.prepare_apply),
+            self.timed("online", store.send_apply),
+        )
 
-        def counted_apply(view: FeatureView, events: pl.DataFrame, time_col: str) -> ApplyStats:
-            stats: ApplyStats = apply(view, events, time_col)
+        def kept_prepare(view: FeatureView, events: pl.DataFrame, time_col: str) -> Any:
+            if self.calls[-1].records >= self.full:
+                self.applied[view.name] = (view, events, time_col)
+            return prepare(view, events, time_col)
+
+        def counted_send(prepared: Any) -> ApplyStats:
+            stats: ApplyStats = send(prepared)
             call = self.calls[-1]
             call.entities += stats.entities
             call.segments += stats.segments
-            if call.records >= self.full:
-                self.applied[view.name] = (view, events, time_col)
             return stats
 
-        store.apply = counted_apply  # type: ignore[method-assign]
+        store.prepare_apply = kept_prepare  # type: ignore[method-assign]
+        store.send_apply = counted_send  # type: ignore[method-assign]
         store._arguments = self.timed("aggregate", store._arguments)  # type: ignore[method-assign]
         store._send = self.timed("redis", store._send)  # type: ignore[method-assign]
         split = self.timed("watermarks", runtime.watermarks.split)
