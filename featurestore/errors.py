@@ -30,6 +30,10 @@ class OnlineStoreUnavailableError(FeatureStoreError):
     """The online store (Redis) could not be reached or answered with an error."""
 
 
+class OnlineMergeError(FeatureStoreError):
+    """Redis' apply script failed on an entity's hash (a stored record it cannot merge)."""
+
+
 class MissingToolError(FeatureStoreError):
     """A program the local services need (java, mvn, redis-server) is not installed."""
 

@@ -40,7 +40,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from featurestore import crashpoints
-from featurestore.errors import ConfigError
+from featurestore.errors import ConfigError, OnlineMergeError
 from featurestore.features.aggregates import SPAN_HI, SPAN_LO, TILE, tile_partials
 from featurestore.features.definitions import FeatureView
 from featurestore.features.sketch import K
@@ -285,12 +285,17 @@ class RedisOnlineStore:
         straddling: list[str] = []
         for start in range(0, len(args), self.pipeline_size):
             chunk = args[start : start + self.pipeline_size]
-            results = self._pipelined(
-                [
-                    _apply_command(self._apply_sha, key, fixed, seg, prune)
-                    for key, seg, prune in chunk
-                ]
-            )
+            try:
+                results = self._pipelined(
+                    [
+                        _apply_command(self._apply_sha, key, fixed, seg, prune)
+                        for key, seg, prune in chunk
+                    ]
+                )
+            except ResponseError as exc:
+                if type(exc) is not ResponseError:  # NOSCRIPT, OOM...: handled by the caller
+                    raise
+                raise _merge_error(record.view, exc) from exc
             crashpoints.reach("online.chunk")
             for (key, _, _), result in zip(chunk, results, strict=True):
                 stats.entities += 1
@@ -315,7 +320,7 @@ class RedisOnlineStore:
                 pipe = self.client.pipeline(transaction=False)
                 for command in commands:
                     pipe.execute_command(*command)
-                return list(pipe.execute())
+                return _raise_first(commands, list(pipe.execute(raise_on_error=False)))
             except NoScriptError:
                 if attempt == 2:
                     raise
@@ -528,8 +533,15 @@ def _packed(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
         raise
     finally:
         client.connection_pool.release(connection)
-    for reply in replies:
+    return _raise_first(commands, replies)
+
+
+def _raise_first(commands: list[tuple[Any, ...]], replies: list[Any]) -> list[Any]:
+    """``replies``, or the first error among them, raised with its command attached (for
+    `_merge_error`) once every reply is read."""
+    for command, reply in zip(commands, replies, strict=True):
         if isinstance(reply, ResponseError):
+            reply.featurestore_command = command  # type: ignore[attr-defined]
             raise reply
     return replies
 
@@ -554,6 +566,19 @@ def _roomy(connection: Any) -> None:
         connection._featurestore_roomy = sock
     if _QUICKACK is not None:
         sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+
+
+def _merge_error(view: FeatureView, exc: ResponseError) -> OnlineMergeError:
+    """The script failed on one entity's hash: which one, and what to do."""
+    command = getattr(exc, "featurestore_command", None)
+    key = str(command[3]) if command is not None and len(command) > 3 else "an entity's hash"
+    return OnlineMergeError(
+        f"Redis' apply script failed on {key} of view {view.name!r} version {view.version} "
+        f"({exc}); the batch is not committed, and the consumer stops rather than skip "
+        "it. The hash holds a record the script cannot merge (written by hand, or by "
+        f"another layout): delete that key, backfill the view (`featurestore backfill "
+        f"{view.name} --version {view.version}`), then start the consumer again"
+    )
 
 
 def _sha(script: str) -> str:

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 from redis.exceptions import ResponseError
 
-from featurestore.errors import ConfigError
+from featurestore.errors import ConfigError, OnlineMergeError
 from featurestore.features import as_of, feature_column
 from featurestore.features.definitions import FeatureView
 from featurestore.local.redis_cluster import RedisCluster
@@ -337,6 +337,24 @@ def test_an_error_reply_in_a_round_trip_is_raised_after_every_reply(
     assert int(store.client.get(number)) == 2
     for i in range(3):
         assert store.send([("INCR", number), ("HMGET", number + "-none", "a")]) == [3 + i, [None]]
+
+
+def test_a_stored_record_the_script_cannot_merge_stops_with_the_key_and_the_fix(
+    store: RedisOnlineStore,
+) -> None:
+    """A tile record damaged in Redis (here: cut short) makes the apply script fail on
+    that entity: the store raises naming the key and the fix, and leaves the offset mark
+    as it was, so nothing of the batch counts as applied there."""
+    first = events(1, seed=5, cards=1)
+    store.apply(VIEW, first, "ts")
+    key = f"{store.prefix}:{VIEW.name}:v{VIEW.version}:card_000000"
+    field = next(f for f in store.client.hkeys(key) if not f.startswith(b"o:"))
+    store.client.hset(key, field, b"\x00" * 40)  # a record, by its length, cut short
+    mark = store.client.hget(key, "o:payments:0")
+    again = first.with_columns(pl.col("_offset") + 1)  # the same tile, a new offset
+    with pytest.raises(OnlineMergeError, match=rf"failed on {key} .*delete that key.*backfill"):
+        store.apply(VIEW, again, "ts")
+    assert store.client.hget(key, "o:payments:0") == mark
 
 
 def test_round_trips_read_through_a_roomy_receive_buffer(store: RedisOnlineStore) -> None:
