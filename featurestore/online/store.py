@@ -1,9 +1,10 @@
 """The Redis online store: batches of validated events in, window values at a time out.
 
-Writes (`RedisOnlineStore.apply`): the batch is pre-aggregated in Polars by the window
-engine into partials per (entity, source partition, granularity, tile), encoded as
-binary tile records (`featurestore.online.layout`), then applied with ``apply.lua``,
-one single-key script call per entity, pipelined. The script keeps the highest applied
+Writes (`RedisOnlineStore.apply`: `prepare_apply`, which computes without Redis, then
+`send_apply`): the batch is pre-aggregated in Polars by the window engine into partials
+per (entity, source partition, granularity, tile), encoded as binary tile records
+(`featurestore.online.layout`), then applied with ``apply.lua``, one single-key script
+call per entity, pipelined. The script keeps the highest applied
 offset per source partition in the same hash and applies only segments above it, so a
 replay after a crash never counts an event twice. A replay cut at other batch
 boundaries than the first attempt (a segment straddling the stored offset) is resent
@@ -555,7 +556,8 @@ def _roomy(connection: Any) -> None:
       delayed ACK, which stalled 1 in 30 such round trips by 20-40 ms;
     - quick ACKs (Linux's TCP_QUICKACK, which the kernel turns off again by itself, so
       on every round trip): with delayed ACKs, Redis' sending of a large reply waited
-      ~25 ms for them in about 1 lookup in 50 (both measured with bench/peers).
+      ~25 ms for them in about 1 lookup in 50 (both measured with one-off scripts,
+      wall time against the thread's CPU time).
 
     The kernel caps the buffer at net.core.rmem_max and allocates only what is queued."""
     sock: Any = getattr(connection, "_sock", None)  # redis-py's socket, None when closed
