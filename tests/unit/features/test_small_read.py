@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from featurestore.errors import ConfigError
 from featurestore.features import small, tile_partials, window_values
 from featurestore.features.aggregates import merge_partials
 from featurestore.features.definitions import FeatureView
@@ -186,3 +187,15 @@ def test_a_sketch_past_k_estimates_alike(packed: bool, monkeypatch: pytest.Monke
                              rows=pl.DataFrame({"card": ["a"]}))  # fmt: skip
         assert got == want.get_column(f"{f.column}__distinct").to_list()
     assert max(v[0] for v in values) > K  # the estimate, not an exact count
+
+
+def test_a_record_of_another_layout_is_refused_with_the_view_named() -> None:
+    """A record whose fixed part is not the plan's width (written by another definition
+    of the version) is refused with the fix, not read misaligned."""
+    events = _events([("a", 1_000, 1.0, 2.0, "m"), ("a", 2_000, 3.0, None, "n")])
+    record = Record(VIEW, frozenset({"s"}))
+    good = record.encode(tile_partials(events, ["card"], "ts", VIEW.values, MINUTE), MINUTE)
+    plan = LookupPlan.of([(VIEW, [f.name for f in VIEW.features], record)])
+    plan.run([[good]], 60 * MINUTE)  # as written: fine
+    with pytest.raises(ConfigError, match=r"view 'spend' .*bump `version`"):
+        plan.run([[[good[0][: 8 * record.width - 8]]]], 60 * MINUTE)  # a fixed part cut short
