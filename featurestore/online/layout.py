@@ -8,8 +8,8 @@ One hash per (view, version, entity)::
     field   "o:<topic>:<partition>"   -> highest source offset applied to this hash
 
 and one hash per (view, version) at ``<prefix>:<view>:v<version>`` (no entity key can
-be that key) with fields ``values`` (the value kinds), ``text`` (text values) and
-``format`` (the record format, `FORMAT`).
+be that key) with fields ``values`` (each value's kind and kept parts: `layout`),
+``text`` (text values) and ``format`` (the record format, `FORMAT`).
 
 A record (format 3) is one tile's partials of the view's values, binary, every number
 a little-endian double (NaN is null; counts, times, offsets and sketch hashes are
@@ -34,7 +34,8 @@ so the meta hash's ``values`` names them: a version's features cannot change und
 stored records (`RedisOnlineStore.register`).
 
 Invariants: records are only ever merged by ``apply.lua`` with the merge laws of
-`featurestore.features.spec`; a record decoded here is an engine partial row.
+`featurestore.features.spec`; a record decoded here is an engine partial row (the
+parts it does not keep are null).
 """
 
 from __future__ import annotations
