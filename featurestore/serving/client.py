@@ -54,34 +54,74 @@ def entity_rows(entities: Entities, join_keys: Sequence[str]) -> Rows:
     """`entity_frame`, without a frame when every key is text or an integer: then the
     rows are lists by join key (`layout.Rows`), which for the few rows of a lookup cost
     less than any frame."""
-    plain = _plain(entities)
-    if plain is None:
-        return entity_frame(entities, join_keys)
-    _check_keys(list(plain), join_keys)
-    return {k: plain[k] for k in join_keys}
+    columns = _by_key(entities)
+    if columns is None or not _plain(columns):
+        return _selected(_frame(entities, columns), join_keys)
+    _check_keys(list(columns), join_keys)
+    return {k: columns[k] for k in join_keys}
 
 
-def _plain(entities: Entities) -> dict[str, list[str | int | None]] | None:
-    """Rows given as a mapping or a list of mappings whose keys are all text or all
-    integers (within 64 bits; None allowed), by key; None for anything else."""
-    if isinstance(entities, Mapping):
-        columns = {k: list(v) if isinstance(v, list | tuple) else [v]
-                   for k, v in entities.items()}  # fmt: skip
-    elif isinstance(entities, list) and all(isinstance(row, Mapping) for row in entities):
-        names = list(dict.fromkeys(k for row in entities for k in row))
-        columns = {k: [row.get(k) for row in entities] for k in names}
-    else:
+def entity_frame(entities: Entities, join_keys: Sequence[str]) -> pl.DataFrame:
+    """Entity rows as a frame of exactly ``join_keys``; a ConfigError naming what is
+    missing or unknown otherwise."""
+    return _selected(_frame(entities, _by_key(entities)), join_keys)
+
+
+def _by_key(entities: Entities) -> dict[str, list[Any]] | None:
+    """Rows given as a mapping (key to values, or to one value) or as a sequence of
+    mappings, as lists by key; None for a frame."""
+    if isinstance(entities, pl.DataFrame):
         return None
+    if isinstance(entities, Mapping):
+        return {k: list(v) if isinstance(v, list | tuple) else [v] for k, v in entities.items()}
+    if isinstance(entities, Sequence) and not isinstance(entities, str):
+        if not all(isinstance(row, Mapping) for row in entities):
+            raise ConfigError("entity rows must be mappings of join key to value")
+        names = list(dict.fromkeys(k for row in entities for k in row))
+        return {k: [row.get(k) for row in entities] for k in names}
+    return None
+
+
+def _plain(columns: dict[str, list[Any]]) -> bool:
+    """Whether ``columns`` are even and each all text or all integers within 64 bits
+    (None allowed): keys a lookup reads without a frame."""
     if not columns or len({len(v) for v in columns.values()}) != 1:
-        return None  # no keys, or uneven columns: `entity_frame` says what is wrong
+        return False  # no keys, or uneven columns: the frame says what is wrong
     for values in columns.values():
         kinds = {type(v) for v in values} - {type(None)}
         if kinds == {int}:
             if not all(v is None or -(2**63) <= v < 2**63 for v in values):
-                return None
+                return False
         elif kinds != {str}:
-            return None
-    return columns
+            return False
+    return True
+
+
+def _frame(entities: Entities, columns: dict[str, list[Any]] | None) -> pl.DataFrame:
+    """The rows as a frame: ``entities`` itself, its ``columns`` (`_by_key`), or a
+    pandas or Arrow frame read."""
+    if isinstance(entities, pl.DataFrame):
+        return entities
+    if columns is not None:
+        return _columns(columns)
+    try:
+        frame = pl.from_pandas(entities) if _is_pandas(entities) else pl.from_arrow(entities)
+    except (TypeError, ValueError):
+        frame = None
+    if not isinstance(frame, pl.DataFrame):
+        raise ConfigError(
+            f"cannot read entity rows from a {type(entities).__name__}; pass a list of "
+            "dicts, a dict of lists, or a Polars, pandas or Arrow frame"
+        )
+    return frame
+
+
+def _selected(frame: pl.DataFrame, join_keys: Sequence[str]) -> pl.DataFrame:
+    """``frame``'s columns, exactly ``join_keys``; a ConfigError otherwise."""
+    _check_keys(frame.columns, join_keys)
+    if frame.columns == list(join_keys):  # already as asked: no Polars query
+        return frame
+    return frame.select(join_keys)
 
 
 def _check_keys(columns: Sequence[str], join_keys: Sequence[str]) -> None:
@@ -94,33 +134,6 @@ def _check_keys(columns: Sequence[str], join_keys: Sequence[str]) -> None:
             f"entity rows: {'; '.join(p for p in problems if p)}; these features need "
             f"exactly the join keys {list(join_keys)}"
         )
-
-
-def entity_frame(entities: Entities, join_keys: Sequence[str]) -> pl.DataFrame:
-    """Entity rows as a frame of exactly ``join_keys``; a ConfigError naming what is
-    missing or unknown otherwise."""
-    if isinstance(entities, pl.DataFrame):
-        frame = entities
-    elif isinstance(entities, Mapping):
-        frame = _columns({k: list(v) if isinstance(v, list | tuple) else [v]
-                          for k, v in entities.items()})  # fmt: skip
-    elif isinstance(entities, Sequence) and not isinstance(entities, str):
-        if not all(isinstance(row, Mapping) for row in entities):
-            raise ConfigError("entity rows must be mappings of join key to value")
-        names = list(dict.fromkeys(k for row in entities for k in row))
-        frame = _columns({k: [row.get(k) for row in entities] for k in names})
-    else:
-        try:
-            frame = pl.from_pandas(entities) if _is_pandas(entities) else pl.from_arrow(entities)  # type: ignore[assignment]
-        except (TypeError, ValueError):
-            raise ConfigError(
-                f"cannot read entity rows from a {type(entities).__name__}; pass a list of "
-                "dicts, a dict of lists, or a Polars, pandas or Arrow frame"
-            ) from None
-    _check_keys(frame.columns, join_keys)
-    if frame.columns == list(join_keys):  # already as asked: no Polars query
-        return frame
-    return frame.select(join_keys)
 
 
 def _columns(columns: dict[str, list[Any]]) -> pl.DataFrame:
