@@ -86,7 +86,6 @@ class PreparedApply:
     keyed: pl.DataFrame  # the events with their hash keys and offset fields
     time_col: str
     arguments: list[tuple[str, list[Any], list[Any]]]  # per entity key: segments, prunes
-    registered: bool  # the view version's layout was known to the store when prepared
 
 
 @dataclass
@@ -204,14 +203,14 @@ class RedisOnlineStore:
         script arguments), with no Redis call: raises what applying would raise on the
         events' values, so a consumer can tell the one record a batch fails on."""
         text = self._text.get((view.name, view.version))
-        known = text is not None
         if text is None:  # A value is text when its source column is not numeric.
             text = {n for n, v in view.values.items() if not events.schema[v.column].is_numeric()}
         record = Record(view, frozenset(text))
-        keyed = self._keyed(view, events) if not events.is_empty() else events
-        arguments = (self._arguments(record, keyed, time_col, per_event=False)
-                     if not events.is_empty() else [])  # fmt: skip
-        return PreparedApply(record, keyed, time_col, arguments, known)
+        if events.is_empty():
+            return PreparedApply(record, events, time_col, [])
+        keyed = self._keyed(view, events)
+        arguments = self._arguments(record, keyed, time_col, per_event=False)
+        return PreparedApply(record, keyed, time_col, arguments)
 
     def send_apply(self, prepared: PreparedApply) -> ApplyStats:
         """Write what `prepare_apply` made: one script call per entity, pipelined."""
@@ -219,8 +218,8 @@ class RedisOnlineStore:
         if not prepared.arguments:
             return stats
         record, view = prepared.record, prepared.record.view
-        if not prepared.registered and (view.name, view.version) not in self._text:
-            self.register(view, set(record.text_values))  # first write: the layout to meta
+        if (view.name, view.version) not in self._text:  # first write: the layout to meta
+            self.register(view, set(record.text_values))
         straddling = self._send(record, prepared.arguments, stats)
         if straddling:
             stats.resent_entities = len(straddling)

@@ -317,13 +317,14 @@ class ConsumerRuntime:
                 "read watermarks", partial(self.watermarks.seeds, consumer, batch.next_offsets)
             )
             split = partial(self.watermarks.split, event_time=event_time, seeds=seeds)
-            (valid, late), poisoned = self._isolated("split by watermark", valid, split, batch)
+            (valid, late), _, poisoned = self._isolated("split by watermark", valid, split, batch)
         views: list[FeatureView] = []
         if self.computed is not None:
             computed, first = self.computed, batch.first_offsets
             views = self._retrying("read the views' state", lambda: computed.current(first))
         prepare = partial(self._prepare_writes, views=views)
-        (files, applies), poison = self._isolated("prepare the writes", valid, prepare, batch)
+        (files, applies), valid, poison = self._isolated("prepare the writes", valid, prepare,
+                                                         batch)  # fmt: skip
         poisoned += poison
         if self.sink is not None:
             sink, writing = self.sink, time.monotonic()
@@ -337,8 +338,7 @@ class ConsumerRuntime:
                 self._apply_online(prepared)
             self._online_full(full=False)  # the writes landed: Redis has room again
             crashpoints.reach("online.applied")
-        kept = valid.filter(~pl.col("_row").is_in([r.row for r in poison]))
-        return kept.drop("_row"), [*late, *poisoned]
+        return valid.drop("_row"), [*late, *poisoned]
 
     def _prepare_writes(
         self, valid: pl.DataFrame, views: list[FeatureView]
@@ -356,14 +356,15 @@ class ConsumerRuntime:
 
     def _isolated(
         self, step: str, frame: pl.DataFrame, run: Callable[[pl.DataFrame], T], batch: _Batch
-    ) -> tuple[T, list[Rejection]]:
+    ) -> tuple[T, pl.DataFrame, list[Rejection]]:
         """``run(frame)``: a step that computes from the rows and writes nothing. When it
         raises (a value it cannot take, a bug of ours), each row is run alone; those that
         raise are dead-lettered (PROCESSING_ERROR, the exception's type: its text may
-        quote a value) and the step runs on the others. Returns its result and the dead
-        letters. When no row raises alone, the batch's error is raised."""
+        quote a value) and the step runs on the others. Returns its result, the rows it
+        ran on and the dead letters. When no row raises alone, the batch's error is
+        raised."""
         try:
-            return run(frame), []
+            return run(frame), frame, []
         except Interrupted:
             raise
         except Exception as exc:
@@ -388,7 +389,7 @@ class ConsumerRuntime:
         if not bad:  # not one record's fault
             raise failure
         kept = frame.filter(~pl.int_range(pl.len()).is_in(bad))
-        return run(kept), letters
+        return run(kept), kept, letters
 
     def _observe(self, consumed: int, rejections: list[Rejection], valid: pl.DataFrame) -> None:
         """Freshness at write, then contract health and drift (checked when due)."""

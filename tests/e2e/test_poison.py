@@ -46,13 +46,7 @@ def test_a_record_that_breaks_the_code_is_dead_lettered_alone(
         return decode(batch, headers)
 
     runtime.decoder.decode = breaks_on_poison  # type: ignore[method-assign]
-    with caplog.at_level(logging.DEBUG):
-        runtime.run(until=lambda s: s.events_in >= 50)
-
-    assert runtime.stats.events_in == 50
-    assert dict(runtime.stats.dead_lettered) == {"DECODE_ERROR": 1}
-    ids = scan_events(str(tmp_path), "payments-value").collect()["payment_id"]
-    assert sorted(ids) == sorted(f"p-{i}" for i in range(50) if i != 17)
+    _run_with_one_poison(runtime, caplog, tmp_path, "DECODE_ERROR")
     letters, _ = show(kafka, f"{topic}.dlq", limit=None)
     assert [(letter.source, letter.message) for letter in letters] == [
         (f"{topic}[0]@17", "could not be processed (ValueError); see consumer logs")
@@ -62,6 +56,19 @@ def test_a_record_that_breaks_the_code_is_dead_lettered_alone(
     assert f"record {topic}[0]@17 could not be processed: ValueError" in logged
     assert "breaks_on_poison" in logged  # where it broke is logged
     assert SECRET not in logged
+
+
+def _run_with_one_poison(
+    runtime: ConsumerRuntime, caplog: pytest.LogCaptureFixture, offline: Path, reason: str
+) -> None:
+    """Run ``runtime`` over the 50 events: payment p-17 alone is dead-lettered, for
+    ``reason``, and the others reach Parquet."""
+    with caplog.at_level(logging.DEBUG):
+        runtime.run(until=lambda s: s.events_in >= 50)
+    assert runtime.stats.events_in == 50
+    assert dict(runtime.stats.dead_lettered) == {reason: 1}
+    ids = scan_events(str(offline), "payments-value").collect()["payment_id"]
+    assert sorted(ids) == sorted(f"p-{i}" for i in range(50) if i != 17)
 
 
 def _breaks_on_poison(original: Any, column: str = "payment_id", value: Any = "p-17") -> Any:
@@ -102,13 +109,7 @@ def test_a_record_that_breaks_a_step_after_validation_is_dead_lettered_alone(
             return apply(events)  # p-17's amount is 18.0, no other payment's
 
         store.prepare_apply = breaks  # type: ignore[method-assign]
-    with caplog.at_level(logging.DEBUG):
-        runtime.run(until=lambda s: s.events_in >= 50)
-
-    assert runtime.stats.events_in == 50
-    assert dict(runtime.stats.dead_lettered) == {"PROCESSING_ERROR": 1}
-    ids = scan_events(str(tmp_path), "payments-value").collect()["payment_id"]
-    assert sorted(ids) == sorted(f"p-{i}" for i in range(50) if i != 17)
+    _run_with_one_poison(runtime, caplog, tmp_path, "PROCESSING_ERROR")
     cards = [f"card_{i:06d}" for i in range(50)]  # one card per payment
     view = d.views[0]
     online = store.read(view, pl.DataFrame({"card_id": cards}), int(time.time() * 1000),
