@@ -32,18 +32,18 @@ events have not arrived yet); tiles older than a window are outside it, as in
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import chain
-from operator import getitem, itemgetter
-from typing import TYPE_CHECKING, Any, cast
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from featurestore.features import spec
 from featurestore.features.definitions import Feature, FeatureView
-from featurestore.features.sketch import HASH_BITS, SCALE, K
+from featurestore.features.sketch import SCALE, K
 
 if TYPE_CHECKING:  # the online store's record format, which passes its Record in
     from featurestore.online.layout import Record
@@ -53,9 +53,7 @@ _RAW = ("count", *spec.LATEST)  # a latest value's columns, as stored (not accum
 _INTEGERS = frozenset({"count", "distinct"})
 _SUMS = frozenset({"sum", "sumsq"})
 _LAW = {p.name: p.merge for p in spec.PARTS}
-_SHIFT = np.uint64(HASH_BITS)  # sketch hashes are below 2**HASH_BITS
-_PACKED_CELLS = 1 << 11  # (sketch, row) cells that fit above a hash in 64 bits
-_VIEW_KEY = float(1 << 40)  # view * _VIEW_KEY + tile ms: a (view, granularity) key
+VIEW_KEY = float(1 << 40)  # view * VIEW_KEY + tile ms: a (view, granularity) key
 
 
 class _NumpyOps:
@@ -148,7 +146,7 @@ class _ViewTable:
 @dataclass(frozen=True)
 class _Stacked:
     """Every view's `_ViewTable` stacked: one row per (view, granularity), found by
-    ``keys`` (view * `_VIEW_KEY` + tile ms, ascending), so ONE pass over every view's
+    ``keys`` (view * `VIEW_KEY` + tile ms, ascending), so ONE pass over every view's
     records (a matrix of them all, `stacked_width` wide) scatters them. Padding reads
     the NaN column into the spare dense column; a view's missing size slots read the
     zero column."""
@@ -190,8 +188,8 @@ class _Stacked:
                             dtype=np.int64).reshape(len(lists), size)  # fmt: skip
 
         return cls(
-            np.array([i * _VIEW_KEY + tables[i].tiles_ms[g] for i, g in rows], dtype=np.float64),
-            np.array([tables[i].depths[g] for i, g in rows], dtype=np.float64),
+            np.array([i * VIEW_KEY + tables[i].tiles_ms[g] for i, g in rows], dtype=np.float64),
+            np.array([tables[i].depths[g] for i, g in rows], dtype=np.int64),
             padded([tables[i].sources[g] for i, g in rows], nan),
             padded([tables[i].targets[g] for i, g in rows], spare),
             padded([tables[i].latest[g] for i, g in rows], spare_latest),
@@ -255,6 +253,12 @@ class LookupPlan:
     def outputs(self) -> list[tuple[int, str]]:
         """(request, feature name) of every value `run` returns, in its order."""
         return [(i, f.name) for i, features in enumerate(self.features) for f in features]
+
+    @cached_property
+    def law_ends(self) -> np.ndarray:
+        """Where the add, min and max columns of the dense array end (in this order)."""
+        sizes = [self.laws[law][1] - self.laws[law][0] for law in _LAWS[:3]]
+        return np.cumsum(sizes, dtype=np.int64)
 
     @cached_property
     def cells_per_row(self) -> int:
@@ -382,9 +386,12 @@ def _table(  # noqa: PLR0917
 
 
 class _Run:
-    """One lookup through a plan: every view's records in one matrix (`_Stacked`)."""
+    """One lookup through a plan: every view's records in one matrix (`_Stacked`),
+    merged by the compiled loops of `featurestore.features.kernels`."""
 
     def __init__(self, plan: LookupPlan, tiles: Sequence[Sequence[Sequence[bytes]]], at: int):
+        from featurestore.features import kernels  # numba: imported by the first lookup
+
         views = len(plan.records)
         self.plan, self.at = plan, at
         self.n_rows = n_rows = len(tiles[0]) if views else 0
@@ -407,70 +414,19 @@ class _Run:
             for record, held in zip(plan.records, per_view, strict=True):
                 record.matrix(held)  # raises, naming the view
         self.matrix = np.frombuffer(joined, dtype="<f8").reshape(-1, stack.width)
-        cell = np.repeat(np.arange(views * n_rows), counts)  # view * n_rows + row
-        self.view, rows = np.divmod(cell, max(n_rows, 1))
+        (self.dense, self.which, self.where, self.ages, self.rows, self.view, newest,
+         self.held_age, self.held_any, self.depth) = kernels.scatter(
+            self.matrix, np.array(counts, dtype=np.int64), n_rows, at, stack.keys,
+            stack.depths, stack.sources, stack.targets, stack.latest, plan.n_columns + 1,
+            plan.law_ends, plan.raw["count"], plan.newest,
+        )  # fmt: skip
         self.found: list[list[bool]] = (
             (np.array(counts, dtype=np.int64) > 0).reshape(views, n_rows).tolist()
         )
-        self.newest = self._newest(counts)
-        self._keep(rows)
-        self._scatter()
-
-    def _newest(self, counts: list[int]) -> list[list[int | None]]:
-        """Per (view, row), the newest event time of any of its values (None: none)."""
-        views, n_rows = len(self.plan.records), self.n_rows
-        newest = np.full(views * n_rows, np.nan)
-        if len(self.matrix):
-            held = np.flatnonzero(counts)
-            starts = np.cumsum([0, *counts])[held]
-            newest[held] = np.fmax.reduceat(self.matrix[:, self.plan.newest], starts)
-        return [[None if t != t else int(t) for t in per_view]  # noqa: PLR0124 - NaN: none
-                for per_view in newest.reshape(views, n_rows).tolist()]  # fmt: skip
-
-    def _keep(self, rows: np.ndarray) -> None:
-        """The records inside a window of their (view, granularity): `keep` (their
-        index), `where` (their row of the stacked tables), `ages` and `rows`."""
-        stack, matrix = self.plan.tables, self.matrix
-        key = self.view * _VIEW_KEY + matrix[:, 0]
-        where = np.minimum(np.searchsorted(stack.keys, key), max(len(stack.keys) - 1, 0))
-        age = np.floor_divide(self.at, matrix[:, 0]) - matrix[:, 1]
-        if len(stack.keys):
-            keep = np.flatnonzero((stack.keys[where] == key) & (age >= 0)
-                                  & (age < stack.depths[where]))  # fmt: skip
-        else:
-            keep = np.zeros(0, dtype=np.int64)
-        self.keep, self.where, self.rows = keep, where[keep], rows[keep]
-        self.ages = age[keep].astype(np.int64)
-        self.depth = int(self.ages.max()) + 1 if len(keep) else 1
-
-    def _scatter(self) -> None:
-        """The dense (column, row, age) array, accumulated along the ages, and per
-        latest value, row and age the record holding it (`which`)."""
-        plan, stack = self.plan, self.plan.tables
-        dense = np.empty((plan.n_columns + 1, self.n_rows, self.depth))
-        dense[: plan.laws["add"][1]] = 0.0  # an absent tile adds nothing
-        dense[plan.laws["add"][1] :] = np.nan  # and is null for everything else
-        which = np.full((plan.n_latest + 1, self.n_rows, self.depth), -1, dtype=np.int64)
-        if len(self.keep):
-            # Flat indices: one index array per gather or scatter, not one per axis.
-            where, keep, cells = self.where, self.keep, self.n_rows * self.depth
-            at = (self.rows * self.depth + self.ages)[:, None]  # (row, age) of each record
-            values = np.take(self.matrix, keep[:, None] * stack.width + stack.sources[where])
-            np.put(dense, stack.targets[where] * cells + at, values)
-            if stack.latest.shape[1]:
-                latest = stack.latest[where]
-                np.put(which, latest * cells + at, np.repeat(keep, latest.shape[1]))
-        for law, accumulate in (("add", np.cumsum), ("min", np.fmin.accumulate),
-                                ("max", np.fmax.accumulate)):  # fmt: skip
-            lo, hi = plan.laws[law]
-            if hi > lo:
-                accumulate(dense[lo:hi], axis=2, out=dense[lo:hi])
-        self.dense, self.which = dense, which
-        self.held_age: np.ndarray | None = None
-        self.held_any: np.ndarray | None = None
-        if plan.n_latest:  # per latest value and row: the newest age holding a value
-            held_tiles = dense[plan.raw["count"]] > 0
-            self.held_age, self.held_any = held_tiles.argmax(axis=2), held_tiles.any(axis=2)
+        self.newest: list[list[int | None]] = [
+            [None if t != t else int(t) for t in per_view]  # noqa: PLR0124 - NaN: none
+            for per_view in newest.reshape(views, n_rows).tolist()
+        ]
 
     def values(self) -> tuple[list[list[list[Any]]], list[list[bool]], list[list[int | None]]]:
         plan = self.plan
@@ -481,11 +437,9 @@ class _Run:
         with np.errstate(invalid="ignore", divide="ignore"):
             finished = [(agg, finish, spec.finish(agg, self._parts(agg, finish, merged), _NUMPY))
                         for agg, finish in plan.finishes.items()]  # fmt: skip
-        for agg, finish, values in finished:
-            integers = agg in _INTEGERS
-            for (i, j), column in zip(finish.outputs, values.tolist(), strict=True):
-                out[i][j] = ([int(v) for v in column] if integers
-                             else [None if v != v else v for v in column])  # noqa: PLR0124  # fmt: skip
+        for integers in (False, True):
+            _fill(out, [(finish.outputs, values) for agg, finish, values in finished
+                        if (agg in _INTEGERS) == integers], integers=integers)  # fmt: skip
         if plan.texts.outputs:
             for (i, j), column in zip(plan.texts.outputs, self._texts(), strict=True):
                 out[i][j] = column
@@ -499,8 +453,6 @@ class _Run:
 
         def part(p: str) -> np.ndarray:
             if p in spec.LATEST:
-                assert self.held_age is not None
-                assert self.held_any is not None
                 age = self.held_age[arrays.latest]
                 inside = self.held_any[arrays.latest] & (age < arrays.windows)
                 rows = np.arange(self.n_rows)[None, :]
@@ -513,79 +465,55 @@ class _Run:
         return part
 
     def _texts(self) -> list[list[str | None]]:
-        """Every text ``last`` feature (`_Texts`), all at once."""
-        texts, stack, n_rows = self.plan.texts, self.plan.tables, self.n_rows
-        if not self.records:
-            return [[None] * n_rows for _ in texts.outputs]
-        assert self.held_age is not None
-        assert self.held_any is not None
-        age = self.held_age[texts.values]  # (features, rows)
-        inside = (self.held_any[texts.values] & (age < texts.tiles[:, None])).tolist()
-        chosen = self.which[texts.values[:, None], np.arange(n_rows)[None, :], age]
-        at = np.maximum(chosen, 0)[:, :, None]  # any record where none is chosen
-        matrix, views = self.matrix, texts.views
-        sketches = matrix[at, stack.sizes[views][:, None, :]].sum(axis=2)
-        before = np.fmax(matrix[at, texts.earlier[:, None, :]], 0.0).sum(axis=2)  # null: 0
-        starts = (8 * (stack.widths[views][:, None] + sketches) + before).tolist()
-        lengths = matrix[at[:, :, 0], texts.lengths[:, None]].tolist()
+        """Every text ``last`` feature (`_Texts`), all at once: `kernels.texts` finds
+        where each one's text is, then it is sliced from its record."""
+        from featurestore.features import kernels
+
+        texts, stack = self.plan.texts, self.plan.tables
+        chosen, starts, lengths = kernels.texts(
+            self.held_age, self.held_any, self.which, self.matrix, texts.values, texts.tiles,
+            texts.views, texts.lengths, texts.earlier, stack.sizes, stack.widths,
+        )  # fmt: skip
         records, text = self.records, self.plan.records[0].text  # `Record.text`: static
-        picked = zip(chosen.tolist(), starts, lengths, inside, strict=True)
-        return [[text(records[r], b, n) if ok else None
-                 for r, b, n, ok in zip(*picks, strict=True)] for picks in picked]  # fmt: skip
+        picked = zip(chosen.tolist(), starts.tolist(), lengths.tolist(), strict=True)
+        return [[text(records[r], b, n) if r >= 0 else None
+                 for r, b, n in zip(*picks, strict=True)] for picks in picked]  # fmt: skip
 
     def _distinct(self, out: list[list[list[Any]]]) -> None:
-        """Every distinct count at once: (sketch, row, hash) kept at its newest age."""
-        plan, n_rows, depth, stack = self.plan, self.n_rows, self.depth, self.plan.tables
-        keep = self.keep
-        view = self.view[keep]
-        sizes = self.matrix[keep[:, None], stack.sizes[view]].astype(np.int64)  # (kept, values)
-        totals = sizes.sum(axis=1)
-        held = np.flatnonzero(totals)
-        starts = (8 * stack.widths[view[held]]).tolist()
-        ends = (8 * (stack.widths[view[held]] + totals[held])).tolist()
-        records = map(self.records.__getitem__, keep[held].tolist())
-        cut = cast("Callable[[bytes, slice], bytes]", getitem)  # bytes[a:b], called in C
-        joined = b"".join(map(cut, records, map(slice, starts, ends)))
-        hashes = np.frombuffer(joined, dtype="<f8").astype(np.uint64)
-        sizes = sizes[held]
-        per_record = np.repeat(held, totals[held])  # index into the kept records
-        value_of = np.repeat(np.arange(sizes.size) % max(sizes.shape[1], 1), sizes.ravel())
-        sketch = stack.sketches[self.where[per_record], value_of]
-        asked = sketch >= 0
-        sketch, hashes = sketch[asked], hashes[asked]
-        row, age = self.rows[per_record][asked], self.ages[per_record][asked]
-        # (sketch, row) as one cell number; each (cell, hash) is kept once, at its newest
-        # (smallest) age; hashes ascend within a cell after the sort.
-        owner = sketch * n_rows + row
-        if plan.n_sketches * n_rows <= _PACKED_CELLS:  # cell and hash in one 64-bit key
-            key = (owner.astype(np.uint64) << _SHIFT) | hashes
-            order = np.argsort(key)
-            key = key[order]
-            first = np.ones(len(order), dtype=bool)
-            np.not_equal(key[1:], key[:-1], out=first[1:])
-        else:
-            order = np.lexsort((hashes, owner))
-            first = np.ones(len(order), dtype=bool)
-            first[1:] = (owner[order][1:] != owner[order][:-1]) | (
-                hashes[order][1:] != hashes[order][:-1]
-            )
-        starts = np.flatnonzero(first)
-        owner, hashes = owner[order][starts], hashes[order][starts]
-        age = np.minimum.reduceat(age[order], starts) if len(starts) else age[:0]
-        counts = np.bincount(owner * depth + age, minlength=plan.n_sketches * n_rows * depth)
-        running = counts.reshape(plan.n_sketches, n_rows, depth).cumsum(axis=2)
-        asked = plan.distinct_sketches
-        tiles = np.minimum(plan.distinct_tiles, depth) - 1
-        size = running[asked, :, tiles].astype(np.float64)  # (features, rows)
-        beyond = np.nonzero(size >= K)
-        if len(beyond[0]):
-            kth = np.zeros_like(size)
-            for f, r in zip(*beyond, strict=True):
-                # Beyond K: the K-th smallest hash of the window (hashes ascend per cell).
-                inside = (owner == asked[f] * n_rows + r) & (age <= tiles[f])
-                kth[f, r] = float(hashes[inside][K - 1])
-            values = _NUMPY.estimate((size, kth))
-        else:  # every window below K: the estimate is the exact count
-            values = size
-        for (i, j), column in zip(plan.distinct, values.tolist(), strict=True):
-            out[i][j] = [int(v) for v in column]
+        """Every distinct count at once (`kernels.distinct`), finished by the spec."""
+        from featurestore.features import kernels
+
+        plan, stack = self.plan, self.plan.tables
+        lengths = np.fromiter(map(len, self.records), dtype=np.int64, count=len(self.records))
+        starts = np.cumsum(lengths) - lengths
+        buffer = np.frombuffer(b"".join(self.records), dtype=np.uint8)
+        size, kth = kernels.distinct(
+            buffer, starts, self.matrix, self.where, self.ages, self.rows, self.view,
+            self.n_rows, stack.sizes, stack.widths, stack.sketches, plan.n_sketches,
+            plan.distinct_sketches, plan.distinct_tiles, K,
+        )  # fmt: skip
+        _fill(out, [(plan.distinct, _NUMPY.estimate((size, kth)))], integers=True)
+
+
+def _fill(
+    out: list[list[list[Any]]],
+    finished: list[tuple[list[tuple[int, int]], np.ndarray]],
+    *,
+    integers: bool,
+) -> None:
+    """``out[request][feature]``: the finished values of every (request, feature) of
+    ``finished`` as Python lists, in one conversion: integers, or floats with None
+    for NaN (null)."""
+    if not finished:
+        return
+    outputs = [output for outputs, _ in finished for output in outputs]
+    values = np.concatenate([v for _, v in finished]) if len(finished) > 1 else finished[0][1]
+    if integers:
+        columns = values.astype(np.int64).tolist()
+    else:
+        columns = values.tolist()
+        nulls = np.isnan(values).any(axis=1).tolist()
+        columns = [[None if v != v else v for v in column] if null else column  # noqa: PLR0124
+                   for column, null in zip(columns, nulls, strict=True)]  # fmt: skip
+    for (i, j), column in zip(outputs, columns, strict=True):
+        out[i][j] = column

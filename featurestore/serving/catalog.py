@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from featurestore.errors import ConfigError, DefinitionsOutOfDateError, NotFoundError
@@ -46,6 +47,11 @@ class Resolved:
     join_keys: tuple[str, ...]  # every join key the lookup's entities must carry
     service: str | None = None
     served: tuple[tuple[str, int], ...] = ()  # views asked for by name: the version read
+
+    @cached_property
+    def keys(self) -> list[tuple[str, tuple[int, str]]]:
+        """Each output's name and its (request, feature) key in a store `Lookup`."""
+        return [(out.name, (out.request, out.feature)) for out in self.outputs]
 
 
 class Catalog:

@@ -75,9 +75,10 @@ class OnlineFeatures:
             ]  # fmt: skip
             freshness = [None if a is None else a / 1000 for a in ages]
             views.append(ViewState(view.name, view.version, status, freshness, list(newest)))
-        columns = {out.name: lookup.values[(out.request, out.feature)] for out in resolved.outputs}
-        types = {out.name: lookup.types[(out.request, out.feature)] for out in resolved.outputs}
-        return cls(entities, columns, types, resolved, tuple(views), at_ms)
+        values, types = lookup.values, lookup.types
+        columns = {name: values[key] for name, key in resolved.keys}
+        named = {name: types[key] for name, key in resolved.keys}
+        return cls(entities, columns, named, resolved, tuple(views), at_ms)
 
     @cached_property
     def values(self) -> pl.DataFrame:
