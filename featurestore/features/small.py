@@ -2,27 +2,35 @@
 
 A lookup reads a few entities' tile records (`featurestore.online.layout.Record`) of a
 few views and needs their window values at ONE request time. Polars' fixed cost per
-call (0.3-1.5 ms a step) would dominate it, so this module runs the merge and finishing
-laws of `featurestore.features.spec` on numpy arrays instead. A `LookupPlan` is compiled
-once per request shape (views, features, text values); each lookup then costs a fixed
-number of array operations, whatever the number of features, views or entity rows:
+call (0.3-1.5 ms a step) would dominate it, so this module runs the merge laws of
+`featurestore.features.spec` in loops compiled by numba (`featurestore.features.kernels`)
+and its finishing formulas on numpy arrays. A `LookupPlan` is made once per request
+shape (views, features, text values); each lookup then costs three compiled calls and a
+fixed number of numpy operations, whatever the number of features, views or entity
+rows:
 
 - the fixed parts of every view's records are stacked in ONE matrix (padded to the
   widest record), and one table per (view, granularity) (`_Stacked`) says where each
-  record's parts go, so each step below is one operation for all views;
+  record's parts go, so one pass (`kernels.scatter`) places every view's records;
 - every part a feature reads, of every view and granularity, is a column of ONE dense
   array laid out by (column, entity row, age), where age = ``floor(at / g) - tile``
   (0 for the request time's own tile). A window of T tiles is the first T ages, so ONE
-  accumulation along the age axis answers every window: a cumulative sum from age 0 is
+  accumulation along the age axis answers every window: a running sum from age 0 is
   the specified fold of ``add`` (newest tile first, starting at 0.0; an absent tile
-  adds 0.0, which changes no sum), running min/max are ``min``/``max``, and the newest
-  age holding a value (a positive count) gives ``latest``;
+  adds 0.0, which changes no sum), running min/max are ``min``/``max`` (ties keep the
+  newest tile's value), and the newest age holding a value (a positive count) gives
+  ``latest``;
 - `spec.finish` runs once per aggregation over a (features x entity rows) array: the
   formula the Polars engine evaluates, so both agree bit for bit
   (tests/unit/features/test_small_read.py);
-- sketches (``union``): each (sketch, row, hash) is kept once, at the newest age it was
-  seen; counts per age, accumulated, give every window's distinct count at once;
-- a text ``last`` is sliced from the record holding it, every one of them at once.
+- sketches (``union``, `kernels.distinct`): each (sketch, row) cell's hashes are
+  sorted once, each kept at the newest age it was seen; a window's distinct count is
+  the number younger than its tiles, and the K-th smallest of them gives the estimate;
+- a text ``last`` is sliced from the record holding it (`kernels.texts` finds where),
+  every one of them at once.
+
+The kernels compile on first use (seconds after an install, then loaded from numba's
+cache); `warm` does it ahead of the first request.
 
 Tiles later than the request time's tile are ignored (they cannot exist online: their
 events have not arrived yet); tiles older than a window are outside it, as in
@@ -517,3 +525,37 @@ def _fill(
                    for column, null in zip(columns, nulls, strict=True)]  # fmt: skip
     for (i, j), column in zip(outputs, columns, strict=True):
         out[i][j] = column
+
+
+def warm() -> None:
+    """Compile the kernels of `featurestore.features.kernels`, or load them from numba's
+    cache, by running one lookup of every aggregation (a text ``last`` and a distinct
+    count included) over a few records: with the types a real lookup passes, so that no
+    later lookup compiles. A feature server calls this before it takes requests; the
+    first compile after an install takes several seconds, a cached load well under one.
+    """
+    import polars as pl
+
+    from featurestore.features.aggregates import tile_partials
+    from featurestore.online.layout import Record
+
+    view = FeatureView.model_validate(
+        {
+            "name": "warm", "source": "warm-value", "entity": "key", "owner": "featurestore",
+            "aggregations": [
+                {"column": "x", "functions": list(spec.AGGREGATIONS), "windows": ["2m/1m"]},
+                {"column": "s", "functions": ["last", "distinct"], "windows": ["2m/1m"]},
+            ],
+        }
+    )  # fmt: skip
+    events = pl.DataFrame(
+        {"key": ["a", "a"], "ts": [0, 60_000], "x": [1.0, None], "s": ["p", None],
+         "offset": [0, 1]},
+        schema={"key": pl.String, "ts": pl.Int64, "x": pl.Float64, "s": pl.String,
+                "offset": pl.Int64},
+    )  # fmt: skip
+    record = Record(view, frozenset({"s"}))
+    held = [record.encode(tile_partials(events, ["key"], "ts", view.values, g), g)
+            for g in view.tiles_ms]  # fmt: skip
+    plan = LookupPlan.of([(view, [f.name for f in view.features], record)])
+    plan.run([[[r for rs in held for r in rs], []]], 90_000)

@@ -44,6 +44,7 @@ from featurestore.errors import (
     NotFoundError,
     OnlineStoreUnavailableError,
 )
+from featurestore.features.small import warm
 from featurestore.monitor.metrics import (
     HTTP_ERRORS,
     HTTP_REQUEST_SECONDS,
@@ -130,6 +131,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.client = connect()
+        # The lookup kernels compiled (or loaded from numba's cache) now, not by the
+        # first request: the first compile after an install takes seconds.
+        warm()
         if registry is not None:
             registry.start()
         # What start-up made (modules, the app, the catalog) is never garbage: frozen, a

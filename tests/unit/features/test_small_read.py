@@ -1,6 +1,7 @@
-"""Differential: the small-read path (numpy, over stored records) returns exactly what the
-Polars engine returns (`window_values`), bit for bit, for every aggregation, over random
-tiles and random request times; and records survive encode -> decode unchanged."""
+"""Differential: the small-read path (loops compiled by numba, over stored records)
+returns exactly what the Polars engine returns (`window_values`), bit for bit, for every
+aggregation, over random tiles and random request times; and records survive encode ->
+decode unchanged."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from featurestore.features import tile_partials, window_values
 from featurestore.features.aggregates import merge_partials
 from featurestore.features.definitions import FeatureView
 from featurestore.features.sketch import K
-from featurestore.features.small import LookupPlan
+from featurestore.features.small import LookupPlan, warm
 from featurestore.features.spec import AGGREGATIONS
 from featurestore.online.layout import TILE_MS, Record
 
@@ -202,3 +203,20 @@ def test_a_record_of_another_layout_is_refused_with_the_view_named() -> None:
     plan.run([[good]], 60 * MINUTE)  # as written: fine
     with pytest.raises(ConfigError, match=r"view 'spend' .*bump `version`"):
         plan.run([[[good[0][: 8 * record.width - 8]]]], 60 * MINUTE)  # a fixed part cut short
+
+
+def test_warm_compiles_every_kernel_a_lookup_runs() -> None:
+    """After `warm` (what a feature server runs as it starts), a lookup of two views with
+    every aggregation compiles nothing more: no request pays for numba's compiler."""
+    from featurestore.features import kernels
+
+    warm()
+    compiled = {k: list(k.signatures) for k in (kernels.scatter, kernels.distinct, kernels.texts)}
+    assert all(compiled.values())
+    events = _events([("a", 1_000, 1.0, 2.0, "m"), ("b", 70_000, None, 3.0, "n")])
+    records = [Record(VIEW, frozenset({"s"})), Record(OTHER, frozenset({"s", "u"}))]
+    plan = LookupPlan.of([(r.view, [f.name for f in r.view.features], r) for r in records])
+    held = [_held(r, {g: _tiles(events, g, 0, r.view) for g in r.view.tiles_ms}, ["a", "b"])
+            for r in records]  # fmt: skip
+    plan.run(held, 5 * MINUTE)
+    assert {k: list(k.signatures) for k in compiled} == compiled
