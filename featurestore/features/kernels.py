@@ -26,6 +26,36 @@ from featurestore.features.small import VIEW_KEY
 
 
 @njit(cache=True, nogil=True)
+def stack(  # noqa: PLR0917 - numba takes no keyword-only arguments
+    buffer: np.ndarray,  # every record's bytes, one after the other (uint8)
+    starts: np.ndarray,  # each record's first byte in ``buffer``
+    lengths: np.ndarray,  # each record's length in bytes
+    counts: np.ndarray,  # records per (view, row) cell, view-major
+    n_rows: int,
+    widths: np.ndarray,  # (views,): the fixed part, in doubles
+    exact: np.ndarray,  # (views,): whether a record is its fixed part only
+    width: int,  # the matrix's: the widest fixed part, then a NaN and a zero column
+) -> tuple[np.ndarray, int]:
+    """Every record's fixed part (little-endian doubles) as a row of ONE matrix, padded
+    with NaN, its last column 0.0; and the first view with a record of another size
+    (shorter than its fixed part, or longer when it holds nothing else), -1 if none."""
+    matrix = np.empty((starts.shape[0], width))
+    r = 0
+    for cell in range(counts.shape[0]):
+        view = cell // n_rows
+        size = 8 * widths[view]
+        for _ in range(counts[cell]):
+            if lengths[r] < size or (exact[view] and lengths[r] != size):
+                return matrix, view
+            first = starts[r]
+            matrix[r, : widths[view]] = buffer[first : first + size].view(np.float64)
+            matrix[r, widths[view] : width - 1] = np.nan
+            matrix[r, width - 1] = 0.0
+            r += 1
+    return matrix, -1
+
+
+@njit(cache=True, nogil=True)
 def scatter(  # noqa: PLR0917 - numba takes no keyword-only arguments
     matrix: np.ndarray,  # (records, width): every record's fixed part, as doubles
     counts: np.ndarray,  # records per (view, row) cell, view-major

@@ -39,12 +39,10 @@ events have not arrived yet); tiles older than a window are outside it, as in
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import chain
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -149,13 +147,14 @@ class _ViewTable:
     sketches: list[list[int]]  # per granularity, per sketched value: sketch index, or -1
     sizes: list[int]  # the record's sketch size slots
     width: int  # the record's fixed part, in doubles
+    exact: bool  # whether a record is its fixed part only (no sketches, no texts)
 
 
 @dataclass(frozen=True)
 class _Stacked:
     """Every view's `_ViewTable` stacked: one row per (view, granularity), found by
     ``keys`` (view * `VIEW_KEY` + tile ms, ascending), so ONE pass over every view's
-    records (a matrix of them all, `stacked_width` wide) scatters them. Padding reads
+    records (a matrix of them all, `width` wide: `kernels.stack`) scatters them. Padding reads
     the NaN column into the spare dense column; a view's missing size slots read the
     zero column."""
 
@@ -167,18 +166,8 @@ class _Stacked:
     sketches: np.ndarray  # (rows, sketched values), -1 padding
     sizes: np.ndarray  # (views, sketched values): sketch size slots
     widths: np.ndarray  # (views,): fixed part in doubles
+    exact: np.ndarray  # (views,): whether a record is its fixed part only
     width: int  # the stacked matrix's width: widest record, then the NaN and zero columns
-
-    @property
-    def nan(self) -> int:
-        return self.width - 2
-
-    @cached_property
-    def tails(self) -> list[bytes]:
-        """Per view, the bytes that follow its records' fixed part in the matrix: NaN up
-        to the widest record, then the NaN and zero columns."""
-        nan, zero = struct.pack("<d", np.nan), struct.pack("<d", 0.0)
-        return [nan * (self.width - 1 - int(w)) + zero for w in self.widths.tolist()]
 
     @property
     def zero(self) -> int:
@@ -204,6 +193,7 @@ class _Stacked:
             padded([tables[i].sketches[g] for i, g in rows], -1),
             padded([t.sizes for t in tables], zero),
             np.array([t.width for t in tables], dtype=np.int64),
+            np.array([t.exact for t in tables], dtype=np.bool_),
             width,
         )  # fmt: skip
 
@@ -389,7 +379,7 @@ def _table(  # noqa: PLR0917
         sketched.append([sketches.get((i, g, name), -1) for name in record.sketched])
     return _ViewTable(
         tiles, depths, sources, targets, lasts, sketched,
-        [record.slots[(n, "size")] for n in record.sketched], record.width,
+        [record.slots[(n, "size")] for n in record.sketched], record.width, record.fixed_only,
     )  # fmt: skip
 
 
@@ -408,29 +398,24 @@ class _Run:
         counts = list(chain.from_iterable(map(len, request) for request in tiles))
         per_view = [list(chain.from_iterable(request)) for request in tiles]
         self.records: list[bytes] = list(chain.from_iterable(per_view))
-        # Every record's fixed part followed by its view's tail (`_Stacked.tails`): one
-        # buffer, one matrix.
-        stack, pieces = plan.tables, list[bytes]()
-        for record, tail, held in zip(plan.records, stack.tails, per_view, strict=True):
-            if held:
-                fixed = (
-                    held if record.fixed_only else map(itemgetter(slice(8 * record.width)), held)
-                )
-                pieces += (tail.join(fixed), tail)
-        joined = b"".join(pieces)
-        if len(joined) != 8 * stack.width * len(self.records):
-            for record, held in zip(plan.records, per_view, strict=True):
-                record.matrix(held)  # raises, naming the view
-        self.matrix = np.frombuffer(joined, dtype="<f8").reshape(-1, stack.width)
+        # Every record in ONE buffer (the sketches and texts read from it too), every
+        # fixed part in ONE matrix (`kernels.stack`).
+        stack = plan.tables
+        lengths = np.fromiter(map(len, self.records), dtype=np.int64, count=len(self.records))
+        self.starts = np.cumsum(lengths) - lengths
+        self.buffer = np.frombuffer(b"".join(self.records), dtype=np.uint8)
+        cells = np.array(counts, dtype=np.int64)
+        self.matrix, bad = kernels.stack(self.buffer, self.starts, lengths, cells, n_rows,
+                                         stack.widths, stack.exact, stack.width)  # fmt: skip
+        if bad >= 0:
+            raise plan.records[bad].size_error()
         (self.dense, self.which, self.where, self.ages, self.rows, self.view, newest,
          self.held_age, self.held_any, self.depth) = kernels.scatter(
-            self.matrix, np.array(counts, dtype=np.int64), n_rows, at, stack.keys,
+            self.matrix, cells, n_rows, at, stack.keys,
             stack.depths, stack.sources, stack.targets, stack.latest, plan.n_columns + 1,
             plan.law_ends, plan.raw["count"], plan.newest,
         )  # fmt: skip
-        self.found: list[list[bool]] = (
-            (np.array(counts, dtype=np.int64) > 0).reshape(views, n_rows).tolist()
-        )
+        self.found: list[list[bool]] = (cells > 0).reshape(views, n_rows).tolist()
         self.newest: list[list[int | None]] = [
             [None if t != t else int(t) for t in per_view]  # noqa: PLR0124 - NaN: none
             for per_view in newest.reshape(views, n_rows).tolist()
@@ -492,11 +477,8 @@ class _Run:
         from featurestore.features import kernels
 
         plan, stack = self.plan, self.plan.tables
-        lengths = np.fromiter(map(len, self.records), dtype=np.int64, count=len(self.records))
-        starts = np.cumsum(lengths) - lengths
-        buffer = np.frombuffer(b"".join(self.records), dtype=np.uint8)
         size, kth = kernels.distinct(
-            buffer, starts, self.matrix, self.where, self.ages, self.rows, self.view,
+            self.buffer, self.starts, self.matrix, self.where, self.ages, self.rows, self.view,
             self.n_rows, stack.sizes, stack.widths, stack.sketches, plan.n_sketches,
             plan.distinct_sketches, plan.distinct_tiles, K,
         )  # fmt: skip

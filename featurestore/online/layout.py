@@ -267,12 +267,16 @@ class Record:
         size = 8 * self.width
         joined = b"".join(records) if self.fixed_only else b"".join(r[:size] for r in records)
         if len(joined) != size * len(records):
-            raise ConfigError(
-                f"view {self.view.name!r} version {self.view.version}: an online record "
-                f"is not {size} bytes of fixed part; its values changed without a new "
-                "version? bump `version` and backfill"
-            )
+            raise self.size_error()
         return np.frombuffer(joined, dtype="<f8").reshape(len(records), self.width)
+
+    def size_error(self) -> ConfigError:
+        """What a record of another size than this layout's means, and its fix."""
+        return ConfigError(
+            f"view {self.view.name!r} version {self.view.version}: an online record is not "
+            f"{8 * self.width} bytes of fixed part; its values changed without a new "
+            "version? bump `version` and backfill"
+        )
 
     def sketch_sizes(self, matrix: np.ndarray) -> np.ndarray:
         """Per record, per sketched value: the sketch's size (records x sketched)."""

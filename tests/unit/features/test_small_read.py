@@ -203,6 +203,18 @@ def test_a_record_of_another_layout_is_refused_with_the_view_named() -> None:
     plan.run([[good]], 60 * MINUTE)  # as written: fine
     with pytest.raises(ConfigError, match=r"view 'spend' .*bump `version`"):
         plan.run([[[good[0][: 8 * record.width - 8]]]], 60 * MINUTE)  # a fixed part cut short
+    # A view whose records are their fixed part only: a longer record is refused too.
+    plain = FeatureView.model_validate(
+        {"name": "plain", "source": "payments-value", "entity": "card", "owner": "t@example.com",
+         "aggregations": [{"column": "x", "functions": ["sum"], "windows": ["2m/1m"]}]}
+    )  # fmt: skip
+    exact = Record(plain, frozenset())
+    held = exact.encode(tile_partials(events, ["card"], "ts", plain.values, MINUTE), MINUTE)
+    plan = LookupPlan.of([(VIEW, [f.name for f in VIEW.features], record),
+                          (plain, [f.name for f in plain.features], exact)])  # fmt: skip
+    assert plan.run([[good], [held]], 60 * MINUTE)[1] == [[True], [True]]
+    with pytest.raises(ConfigError, match=r"view 'plain' .*bump `version`"):
+        plan.run([[good], [[held[0] + bytes(8)]]], 60 * MINUTE)
 
 
 def test_warm_compiles_every_kernel_a_lookup_runs() -> None:
@@ -211,7 +223,8 @@ def test_warm_compiles_every_kernel_a_lookup_runs() -> None:
     from featurestore.features import kernels
 
     warm()
-    compiled = {k: list(k.signatures) for k in (kernels.scatter, kernels.distinct, kernels.texts)}
+    kinds = (kernels.stack, kernels.scatter, kernels.distinct, kernels.texts)
+    compiled = {k: list(k.signatures) for k in kinds}
     assert all(compiled.values())
     events = _events([("a", 1_000, 1.0, 2.0, "m"), ("b", 70_000, None, 3.0, "n")])
     records = [Record(VIEW, frozenset({"s"})), Record(OTHER, frozenset({"s", "u"}))]
