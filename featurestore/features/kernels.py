@@ -4,15 +4,18 @@ A lookup of one entity merges about a hundred tile records: as numpy steps, each
 tiny array, it paid about a hundred fixed costs of a few microseconds each (most of the
 lookup). These loops do the same steps, in the same order, compiled by numba (to
 machine code, cached on disk next to this file, or in numba's user cache when that is
-not writable: only the first lookup after an install compiles, for a second or two).
+not writable: only the first lookup after an install compiles, for several seconds;
+`small.warm` does it ahead).
 
 They implement no aggregation law of their own beyond the merge laws of
 `featurestore.features.spec` (``add``: a sum folded newest tile first from 0.0;
 ``min``/``max``: nulls skipped, on ties the newest tile's value kept, as the Polars
 engine keeps the last of its rows sorted oldest tile first; ``latest``: the newest tile
 holding a value; ``union``: the K smallest distinct hashes). Values are finished by
-`spec.finish`, in numpy, outside these loops. tests/unit/features/test_small_read.py
-proves them equal to the Polars engine bit for bit.
+`finish`, which runs `spec.finish` as traced into instructions
+(`featurestore.features.small._Traced`), each op as `spec.Ops` defines it.
+tests/unit/features/test_small_read.py proves them equal to the Polars engine bit for
+bit.
 """
 
 from __future__ import annotations
@@ -22,7 +25,26 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from featurestore.features.small import VIEW_KEY
+from featurestore.features.sketch import SCALE, K
+from featurestore.features.small import (
+    LEAF_KTH,
+    LEAF_LATEST,
+    LEAF_MERGED,
+    LEAF_SIZE,
+    OP_ADD,
+    OP_AT_LEAST_ZERO,
+    OP_CONST,
+    OP_DIV,
+    OP_ESTIMATE,
+    OP_GE,
+    OP_GT,
+    OP_MUL,
+    OP_SQRT,
+    OP_SUB,
+    OP_WHERE,
+    OP_ZERO_IF_NULL,
+    VIEW_KEY,
+)
 
 
 @njit(cache=True, nogil=True)
@@ -288,3 +310,70 @@ def texts(  # noqa: PLR0917
             starts[f, row] = 8 * (widths[view] + hashes) + before
             length[f, row] = matrix[r, lengths[f]]
     return chosen, starts, length
+
+
+# error_model="numpy": a division by zero gives inf or NaN, as numpy and Polars do.
+@njit(cache=True, nogil=True, error_model="numpy")
+def finish(  # noqa: PLR0917, PLR0912 - one interpreter loop over the op codes
+    code: np.ndarray,  # (instructions, 4): op, destination, a, b (`small._Traced`)
+    constants: np.ndarray,
+    spans: np.ndarray,  # per feature: its aggregation's [first, end) instruction
+    leaves: np.ndarray,  # (features, leaves, 4): kind, a, b, c; kind -1 pads
+    roots: np.ndarray,  # per feature: its value's register
+    registers: int,
+    dense: np.ndarray,  # from `scatter`
+    depth: int,
+    held_age: np.ndarray,
+    held_any: np.ndarray,
+    sizes: np.ndarray,  # from `distinct`: per distinct feature and row
+    kths: np.ndarray,
+) -> np.ndarray:
+    """Per feature and entity row, its value: its leaves loaded (a merged part at its
+    window's last age, +0.0 for a sum, whose -0.0 fold is 0.0; a latest part from the
+    newest age holding one inside the window, else NaN; a sketch's size and K-th hash),
+    then its aggregation's instructions run, `spec.finish` op for op."""
+    out = np.empty((roots.shape[0], dense.shape[1]))
+    reg = np.empty(max(registers, 1))
+    for f in range(roots.shape[0]):
+        for row in range(dense.shape[1]):
+            for k in range(leaves.shape[1]):
+                kind, a, b, c = leaves[f, k, 0], leaves[f, k, 1], leaves[f, k, 2], leaves[f, k, 3]
+                if kind == LEAF_MERGED:  # a: dense column, b: window tiles, c: a sum
+                    x = dense[a, row, min(b, depth) - 1]
+                    reg[k] = x + 0.0 if c else x
+                elif kind == LEAF_LATEST:  # a: raw column, b: latest value, c: window tiles
+                    age = held_age[b, row]
+                    reg[k] = dense[a, row, age] if held_any[b, row] and age < c else np.nan
+                elif kind == LEAF_SIZE:
+                    reg[k] = sizes[a, row]
+                elif kind == LEAF_KTH:
+                    reg[k] = kths[a, row]
+            for i in range(spans[f, 0], spans[f, 1]):
+                op, d, a, b = code[i, 0], code[i, 1], code[i, 2], code[i, 3]
+                x = reg[a]
+                if op == OP_CONST:
+                    reg[d] = constants[a]
+                elif op == OP_ADD:
+                    reg[d] = x + reg[b]
+                elif op == OP_SUB:
+                    reg[d] = x - reg[b]
+                elif op == OP_MUL:
+                    reg[d] = x * reg[b]
+                elif op == OP_DIV:
+                    reg[d] = x / reg[b]
+                elif op == OP_GT:
+                    reg[d] = 1.0 if x > reg[b] else 0.0
+                elif op == OP_GE:
+                    reg[d] = 1.0 if x >= reg[b] else 0.0
+                elif op == OP_ZERO_IF_NULL:
+                    reg[d] = 0.0 if x != x else x  # noqa: PLR0124 - NaN: null
+                elif op == OP_WHERE:
+                    reg[d] = reg[b] if x != 0.0 else np.nan
+                elif op == OP_AT_LEAST_ZERO:  # numpy's fmax(x, 0.0): a null is 0.0
+                    reg[d] = x if x >= 0.0 else 0.0
+                elif op == OP_SQRT:
+                    reg[d] = np.sqrt(x)
+                elif op == OP_ESTIMATE:  # a: the size, a + 1: the K-th hash
+                    reg[d] = x if x < K else np.rint(SCALE / (reg[a + 1] + 1.0))
+            out[f, row] = reg[roots[f]]
+    return out

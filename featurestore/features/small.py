@@ -2,12 +2,12 @@
 
 A lookup reads a few entities' tile records (`featurestore.online.layout.Record`) of a
 few views and needs their window values at ONE request time. Polars' fixed cost per
-call (0.3-1.5 ms a step) would dominate it, so this module runs the merge laws of
-`featurestore.features.spec` in loops compiled by numba (`featurestore.features.kernels`)
-and its finishing formulas on numpy arrays. A `LookupPlan` is made once per request
-shape (views, features, text values); each lookup then costs three compiled calls and a
-fixed number of numpy operations, whatever the number of features, views or entity
-rows:
+call (0.3-1.5 ms a step) would dominate it, and so would numpy's (a few microseconds
+a call, some hundred calls): this module runs the merge laws and the finishing of
+`featurestore.features.spec` in loops compiled by numba (`featurestore.features.kernels`).
+A `LookupPlan` is made once per request shape (views, features, text values); each
+lookup then costs five compiled calls and a few list conversions, whatever the number
+of features, views or entity rows:
 
 - the fixed parts of every view's records are stacked in ONE matrix (padded to the
   widest record), and one table per (view, granularity) (`_Stacked`) says where each
@@ -20,9 +20,10 @@ rows:
   adds 0.0, which changes no sum), running min/max are ``min``/``max`` (ties keep the
   newest tile's value), and the newest age holding a value (a positive count) gives
   ``latest``;
-- `spec.finish` runs once per aggregation over a (features x entity rows) array: the
-  formula the Polars engine evaluates, so both agree bit for bit
-  (tests/unit/features/test_small_read.py);
+- `spec.finish` is traced once per aggregation (`_Traced`: its ``Ops`` record the
+  formula as instructions) and `kernels.finish` runs those instructions for every
+  feature and row: the formula the Polars engine evaluates, op for op, so both agree
+  bit for bit (tests/unit/features/test_small_read.py);
 - sketches (``union``, `kernels.distinct`): each (sketch, row) cell's hashes are
   sorted once, each kept at the newest age it was seen; a window's distinct count is
   the number younger than its tiles, and the K-th smallest of them gives the estimate;
@@ -40,7 +41,7 @@ events have not arrived yet); tiles older than a window are outside it, as in
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from itertools import chain
 from typing import TYPE_CHECKING, Any
@@ -49,7 +50,7 @@ import numpy as np
 
 from featurestore.features import spec
 from featurestore.features.definitions import Feature, FeatureView
-from featurestore.features.sketch import SCALE, K
+from featurestore.features.sketch import K
 
 if TYPE_CHECKING:  # the online store's record format, which passes its Record in
     from featurestore.online.layout import Record
@@ -62,75 +63,168 @@ _LAW = {p.name: p.merge for p in spec.PARTS}
 VIEW_KEY = float(1 << 40)  # view * VIEW_KEY + tile ms: a (view, granularity) key
 
 
-class _NumpyOps:
-    """`spec.Ops` over float64 numpy arrays (NaN is null)."""
+# The finishing program: `spec.finish` traced once per aggregation (`_Traced`) into
+# instructions that `kernels.finish` runs for every feature and entity row in one call.
+# Its op codes...
+OP_CONST, OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_GT, OP_GE = range(7)
+OP_ZERO_IF_NULL, OP_WHERE, OP_AT_LEAST_ZERO, OP_SQRT, OP_ESTIMATE = range(7, 12)
+# ...and how a feature's leaf (a merged part) is loaded.
+LEAF_MERGED, LEAF_LATEST, LEAF_SIZE, LEAF_KTH = range(4)
 
-    def count(self, n: np.ndarray) -> np.ndarray:
-        return self.zero_if_null(n)
 
-    def zero_if_null(self, x: np.ndarray) -> np.ndarray:
-        out: np.ndarray = np.where(np.isnan(x), 0.0, x)
-        return out
+class _Sym:
+    """A value in a traced `spec.finish`: a part (``op`` is its name), a constant, or an
+    operation on other values."""
 
-    def where(self, condition: np.ndarray, x: np.ndarray) -> np.ndarray:
-        out: np.ndarray = np.where(condition, x, np.nan)
-        return out
+    __slots__ = ("args", "op")
 
-    def at_least_zero(self, x: np.ndarray) -> np.ndarray:
-        # Polars' max_horizontal skips nulls: max(null, 0.0) is 0.0.
-        out: np.ndarray = np.fmax(x, 0.0)
-        return out
+    def __init__(self, op: str | int, *args: Any) -> None:
+        self.op, self.args = op, args
 
-    def sqrt(self, x: np.ndarray) -> np.ndarray:
-        out: np.ndarray = np.sqrt(x)
-        return out
+    def _with(self, op: int, other: Any, *, swap: bool = False) -> _Sym:
+        value = other if isinstance(other, _Sym) else _Sym(OP_CONST, float(other))
+        return _Sym(op, value, self) if swap else _Sym(op, self, value)
 
-    def as_float(self, x: np.ndarray) -> np.ndarray:
+    def __add__(self, other: Any) -> _Sym:
+        return self._with(OP_ADD, other)
+
+    def __radd__(self, other: Any) -> _Sym:
+        return self._with(OP_ADD, other, swap=True)
+
+    def __sub__(self, other: Any) -> _Sym:
+        return self._with(OP_SUB, other)
+
+    def __rsub__(self, other: Any) -> _Sym:
+        return self._with(OP_SUB, other, swap=True)
+
+    def __mul__(self, other: Any) -> _Sym:
+        return self._with(OP_MUL, other)
+
+    def __rmul__(self, other: Any) -> _Sym:
+        return self._with(OP_MUL, other, swap=True)
+
+    def __truediv__(self, other: Any) -> _Sym:
+        return self._with(OP_DIV, other)
+
+    def __rtruediv__(self, other: Any) -> _Sym:
+        return self._with(OP_DIV, other, swap=True)
+
+    def __gt__(self, other: Any) -> _Sym:
+        return self._with(OP_GT, other)
+
+    def __ge__(self, other: Any) -> _Sym:
+        return self._with(OP_GE, other)
+
+
+class _TraceOps:
+    """`spec.Ops` over `_Sym`: each op is one instruction, which `kernels.finish` runs on
+    doubles (NaN is null) as the Polars engine runs it on expressions."""
+
+    def count(self, n: _Sym) -> _Sym:
+        return _Sym(OP_ZERO_IF_NULL, n)
+
+    def zero_if_null(self, x: _Sym) -> _Sym:
+        return _Sym(OP_ZERO_IF_NULL, x)
+
+    def where(self, condition: _Sym, x: _Sym) -> _Sym:
+        return _Sym(OP_WHERE, condition, x)
+
+    def at_least_zero(self, x: _Sym) -> _Sym:
+        return _Sym(OP_AT_LEAST_ZERO, x)
+
+    def sqrt(self, x: _Sym) -> _Sym:
+        return _Sym(OP_SQRT, x)
+
+    def as_float(self, x: _Sym) -> _Sym:
         return x
 
-    def estimate(self, sketch: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        size, kth = sketch
-        approximate = np.rint(SCALE / (kth + 1.0))
-        out: np.ndarray = np.where(size < K, size, approximate)
-        return out
-
-
-_NUMPY = _NumpyOps()
+    def estimate(self, sketch: _Sym) -> _Sym:
+        return _Sym(OP_ESTIMATE, sketch)
 
 
 @dataclass(frozen=True)
-class _FinishArrays:
-    windows: np.ndarray  # window tiles, as a column
-    latest: np.ndarray
+class _Traced:
+    """One aggregation's finishing program: the parts it reads (its leaves, in the first
+    registers: one each, two for a sketch, its size then its K-th hash), instructions
+    (op, destination, a, b) over the registers after them, and its constants."""
+
+    leaves: tuple[str, ...]
+    code: list[tuple[int, int, int, int]]
+    constants: list[float]
+    root: int
+    registers: int
+
+    @classmethod
+    def of(cls, agg: spec.Aggregation) -> _Traced:
+        parts: dict[str, _Sym] = {}
+        root = spec.finish(agg, lambda name: parts.setdefault(name, _Sym(name)), _TraceOps())
+        register: dict[int, int] = {}
+        first = 0
+        for name, leaf in parts.items():
+            register[id(leaf)] = first
+            first += 2 if name == spec.SKETCH.name else 1
+        code: list[tuple[int, int, int, int]] = []
+        constants: list[float] = []
+
+        def emit(sym: _Sym) -> int:
+            if id(sym) not in register:
+                if sym.op == OP_CONST:
+                    constants.append(sym.args[0])
+                    a, b = len(constants) - 1, 0
+                else:
+                    a, b = ([emit(arg) for arg in sym.args] + [0])[:2]
+                register[id(sym)] = first + len(code)
+                code.append((int(sym.op), register[id(sym)], a, b))
+            return register[id(sym)]
+
+        top = emit(root)
+        return cls(tuple(parts), code, constants, top, first + len(code))
 
 
-@dataclass
-class _Finish:
-    """The features of one aggregation (of a numeric result), finished together."""
+@dataclass(frozen=True)
+class _Program:
+    """The finishing of every numeric feature of a plan (all but the text ``last``s), in
+    ONE call of `kernels.finish`: per feature (``outputs``, in this order) its
+    aggregation's instructions (``spans`` into ``code``), its leaves (kind, a, b, c; kind
+    -1 pads) and its result register. Integers (counts, distinct counts) and doubles
+    are turned into Python lists apart."""
 
-    outputs: list[tuple[int, int]] = field(default_factory=list)  # (request, feature)
-    tiles: list[int] = field(default_factory=list)  # window tiles
-    columns: dict[str, list[int]] = field(default_factory=dict)  # part -> dense column
-    latest: list[int] = field(default_factory=list)  # latest value index, for `last`
-    arrays: _FinishArrays | None = None  # the same as numpy arrays (`freeze`)
+    outputs: list[tuple[int, int]]  # (request, feature)
+    code: np.ndarray  # (instructions, 4)
+    constants: np.ndarray
+    spans: np.ndarray  # (features, 2)
+    leaves: np.ndarray  # (features, leaves, 4)
+    roots: np.ndarray
+    registers: int
+    integers: np.ndarray  # indices of the integer features among ``outputs``
+    doubles: np.ndarray
 
-    def freeze(self) -> None:
-        """Make `arrays`, once the plan's features are all added."""
-        tiles = np.array(self.tiles, dtype=np.int64)
-        self.arrays = _FinishArrays(tiles[:, None], np.array(self.latest, dtype=np.int64))
-
-    def add(
-        self, output: tuple[int, int], feature: Feature,
-        column: dict[tuple[int, int, str, str, str], int], latest: int,
-    ) -> None:  # fmt: skip
-        self.outputs.append(output)
-        self.tiles.append(feature.window.tiles)
-        if feature.function == "last":
-            self.latest.append(latest)
-        key = (output[0], feature.window.tile_ms, feature.column)
-        for p in spec.NEEDS[feature.function]:
-            if p not in spec.LATEST:
-                self.columns.setdefault(p, []).append(column[(*key, p, _LAW[p])])
+    @classmethod
+    def of(cls, features: list[tuple[int, int, spec.Aggregation, list[tuple[int, ...]]]],
+           traced: dict[spec.Aggregation, _Traced]) -> _Program:  # fmt: skip
+        """``features``: (request, feature, aggregation, its leaves) each."""
+        code: list[tuple[int, int, int, int]] = []
+        constants: list[float] = []
+        span: dict[spec.Aggregation, tuple[int, int]] = {}
+        for agg, program in traced.items():
+            offset = len(constants)
+            span[agg] = (len(code), len(code) + len(program.code))
+            code += [(op, d, a + offset if op == OP_CONST else a, b)
+                     for op, d, a, b in program.code]  # fmt: skip
+            constants += program.constants
+        width = max((len(leaves) for *_, leaves in features), default=0)
+        padded = [leaves + [(-1, 0, 0, 0)] * (width - len(leaves)) for *_, leaves in features]
+        integer = [agg in _INTEGERS for _, _, agg, _ in features]
+        return cls(
+            [(i, j) for i, j, _, _ in features],
+            np.array(code, dtype=np.int64).reshape(len(code), 4),
+            np.array(constants, dtype=np.float64),
+            np.array([span[agg] for _, _, agg, _ in features], dtype=np.int64).reshape(-1, 2),
+            np.array(padded, dtype=np.int64).reshape(len(features), width, 4),
+            np.array([traced[agg].root for _, _, agg, _ in features], dtype=np.int64),
+            max((p.registers for p in traced.values()), default=0),
+            np.flatnonzero(integer), np.flatnonzero(~np.array(integer, dtype=bool)),
+        )  # fmt: skip
 
 
 @dataclass
@@ -198,35 +292,6 @@ class _Stacked:
         )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class _Gather:
-    """Every merged part the finishes read, taken from the dense array in ONE gather:
-    its rows [lo, hi) per (aggregation, part) (`blocks`), the sums' rows first."""
-
-    columns: np.ndarray  # dense column per row
-    tiles: np.ndarray  # window tiles per row
-    blocks: dict[tuple[str, str], tuple[int, int]]
-    sums: int  # rows [0, sums) hold sums: a -0.0 fold is 0.0 there
-
-    @classmethod
-    def of(cls, finishes: dict[spec.Aggregation, _Finish]) -> _Gather:
-        columns: list[int] = []
-        tiles: list[int] = []
-        blocks: dict[tuple[str, str], tuple[int, int]] = {}
-        sums = 0
-        for first in (True, False):
-            for agg, finish in finishes.items():
-                for p, cols in finish.columns.items():
-                    if (p in _SUMS) == first:
-                        blocks[(agg, p)] = (len(columns), len(columns) + len(cols))
-                        columns += cols
-                        tiles += finish.tiles
-            if first:
-                sums = len(columns)
-        as_array = np.array(columns, dtype=np.int64), np.array(tiles, dtype=np.int64)
-        return cls(*as_array, blocks, sums)
-
-
 @dataclass
 class LookupPlan:
     """A compiled lookup of several views' features (see the module docstring)."""
@@ -236,12 +301,10 @@ class LookupPlan:
     tables: _Stacked
     laws: dict[str, tuple[int, int]]  # law -> its [start, end) of dense columns
     raw: dict[str, np.ndarray]  # raw part -> dense column per latest value
-    finishes: dict[spec.Aggregation, _Finish]
-    gather: _Gather
+    program: _Program
     texts: _Texts
     n_latest: int
-    distinct: list[tuple[int, int]]  # (request, feature) of each distinct feature
-    distinct_sketches: np.ndarray  # its sketch
+    distinct_sketches: np.ndarray  # per distinct feature: its sketch
     distinct_tiles: np.ndarray  # its window's tiles
     n_sketches: int
     n_columns: int
@@ -293,33 +356,29 @@ class LookupPlan:
         tables = [_table(i, view, record, wanted, column, latest, sketches)
                   for i, ((view, _, record), wanted) in enumerate(zip(requests, features,
                                                                        strict=True))]  # fmt: skip
-        finishes: dict[spec.Aggregation, _Finish] = {}
         texts: list[tuple[int, int, int, int, int, list[int]]] = []
-        distinct: list[tuple[int, int, int, int]] = []
+        distinct: list[tuple[int, int]] = []  # (sketch, window tiles) per distinct feature
+        numeric: list[tuple[int, int, spec.Aggregation, list[tuple[int, ...]]]] = []
+        traced: dict[spec.Aggregation, _Traced] = {}
         for i, ((_, _, record), wanted) in enumerate(zip(requests, features, strict=True)):
             for j, f in enumerate(wanted):
-                key = (i, f.window.tile_ms, f.column)
-                if f.function == "distinct":
-                    distinct.append((i, j, sketches[key], f.window.tiles))
-                elif f.function == "last" and f.column in record.text_values:
+                key, tiles = (i, f.window.tile_ms, f.column), f.window.tiles
+                if f.function == "last" and f.column in record.text_values:
                     earlier = record.texts[: record.texts.index(f.column)]
-                    texts.append((i, j, latest[key], f.window.tiles,
-                                  record.slots[(f.column, "last")],
+                    texts.append((i, j, latest[key], tiles, record.slots[(f.column, "last")],
                                   [record.slots[(n, "last")] for n in earlier]))  # fmt: skip
-                else:
-                    finishes.setdefault(f.function, _Finish()).add(
-                        (i, j), f, column, latest.get(key, -1)
-                    )
-        for finish in finishes.values():
-            finish.freeze()
+                    continue
+                program = traced.setdefault(f.function, _Traced.of(f.function))
+                leaves = _leaves(program, key, tiles, column, latest, raw, len(distinct))
+                if spec.SKETCH.name in program.leaves:
+                    distinct.append((sketches[key], tiles))
+                numeric.append((i, j, f.function, leaves))
         stacked = _Stacked.of(tables, len(ordered), len(latest))
         return cls(
-            [r for _, _, r in requests], features, stacked, laws,
-            raw, finishes, _Gather.of(finishes),
-            _Texts.of(texts, stacked.zero),
-            len(latest), [(i, j) for i, j, _, _ in distinct],
-            np.array([s for _, _, s, _ in distinct], dtype=np.int64),
-            np.array([t for _, _, _, t in distinct], dtype=np.int64), len(sketches),
+            [r for _, _, r in requests], features, stacked, laws, raw,
+            _Program.of(numeric, traced), _Texts.of(texts, stacked.zero), len(latest),
+            np.array([s for s, _ in distinct], dtype=np.int64),
+            np.array([t for _, t in distinct], dtype=np.int64), len(sketches),
             len(ordered), requests[0][2].newest_slot if requests else 0,
         )  # fmt: skip
 
@@ -330,6 +389,30 @@ class LookupPlan:
         row holds any record, and each row's newest event time. ``tiles[i][row]`` is
         request i's tile records of that row (every request has the same rows)."""
         return _Run(self, tiles, at).values()
+
+
+def _leaves(  # noqa: PLR0917
+    program: _Traced,
+    key: tuple[int, int, str],
+    tiles: int,
+    column: dict[tuple[int, int, str, str, str], int],
+    latest: dict[tuple[int, int, str], int],
+    raw: dict[str, np.ndarray],
+    distinct: int,
+) -> list[tuple[int, ...]]:
+    """How `kernels.finish` loads the leaves of a feature (request, granularity, value
+    ``key``; a window of ``tiles``) finished by ``program``; a sketch's from row
+    ``distinct`` of the distinct counts."""
+    leaves: list[tuple[int, ...]] = []
+    for p in program.leaves:
+        if p == spec.SKETCH.name:
+            leaves += [(LEAF_SIZE, distinct, 0, 0), (LEAF_KTH, distinct, 0, 0)]
+        elif p in spec.LATEST:
+            v = latest[key]
+            leaves.append((LEAF_LATEST, int(raw[p][v]), v, tiles))
+        else:
+            leaves.append((LEAF_MERGED, column[(*key, p, _LAW[p])], tiles, int(p in _SUMS)))
+    return leaves
 
 
 @dataclass(frozen=True)
@@ -422,40 +505,32 @@ class _Run:
         ]
 
     def values(self) -> tuple[list[list[list[Any]]], list[list[bool]], list[list[int | None]]]:
-        plan = self.plan
+        """Every feature's values as Python lists (NaN as None), per request."""
+        from featurestore.features import kernels
+
+        plan, program = self.plan, self.plan.program
         out: list[list[list[Any]]] = [[[] for _ in f] for f in plan.features]
-        gather = plan.gather
-        merged = self.dense[gather.columns, :, np.minimum(gather.tiles, self.depth) - 1]
-        merged[: gather.sums] += 0.0  # a -0.0 fold is 0.0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            finished = [(agg, finish, spec.finish(agg, self._parts(agg, finish, merged), _NUMPY))
-                        for agg, finish in plan.finishes.items()]  # fmt: skip
-        for integers in (False, True):
-            _fill(out, [(finish.outputs, values) for agg, finish, values in finished
-                        if (agg in _INTEGERS) == integers], integers=integers)  # fmt: skip
+        size, kth = self._distinct()
+        finished = kernels.finish(
+            program.code, program.constants, program.spans, program.leaves, program.roots,
+            program.registers, self.dense, self.depth, self.held_age, self.held_any, size, kth,
+        )  # fmt: skip
+        outputs = program.outputs
+        for i, column in zip(program.integers.tolist(),
+                             finished[program.integers].astype(np.int64).tolist(),
+                             strict=True):  # fmt: skip
+            out[outputs[i][0]][outputs[i][1]] = column
+        doubles = finished[program.doubles]
+        nulls = np.isnan(doubles).any(axis=1).tolist()
+        for i, column, null in zip(program.doubles.tolist(), doubles.tolist(), nulls,
+                                   strict=True):  # fmt: skip
+            out[outputs[i][0]][outputs[i][1]] = (
+                [None if v != v else v for v in column] if null else column  # noqa: PLR0124
+            )
         if plan.texts.outputs:
             for (i, j), column in zip(plan.texts.outputs, self._texts(), strict=True):
                 out[i][j] = column
-        if plan.distinct:
-            self._distinct(out)
         return out, self.found, self.newest
-
-    def _parts(self, agg: spec.Aggregation, finish: _Finish, merged: np.ndarray) -> Any:
-        arrays, blocks = finish.arrays, self.plan.gather.blocks
-        assert arrays is not None
-
-        def part(p: str) -> np.ndarray:
-            if p in spec.LATEST:
-                age = self.held_age[arrays.latest]
-                inside = self.held_any[arrays.latest] & (age < arrays.windows)
-                rows = np.arange(self.n_rows)[None, :]
-                taken = self.dense[self.plan.raw[p][arrays.latest][:, None], rows, age]
-                out: np.ndarray = np.where(inside, taken, np.nan)
-                return out
-            lo, hi = blocks[(agg, p)]
-            return merged[lo:hi]
-
-        return part
 
     def _texts(self) -> list[list[str | None]]:
         """Every text ``last`` feature (`_Texts`), all at once: `kernels.texts` finds
@@ -472,41 +547,17 @@ class _Run:
         return [[text(records[r], b, n) if r >= 0 else None
                  for r, b, n in zip(*picks, strict=True)] for picks in picked]  # fmt: skip
 
-    def _distinct(self, out: list[list[list[Any]]]) -> None:
-        """Every distinct count at once (`kernels.distinct`), finished by the spec."""
+    def _distinct(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per distinct feature and row, its sketch's size and K-th hash over its window
+        (`kernels.distinct`): the leaves its finishing reads."""
         from featurestore.features import kernels
 
         plan, stack = self.plan, self.plan.tables
-        size, kth = kernels.distinct(
+        return kernels.distinct(
             self.buffer, self.starts, self.matrix, self.where, self.ages, self.rows, self.view,
             self.n_rows, stack.sizes, stack.widths, stack.sketches, plan.n_sketches,
             plan.distinct_sketches, plan.distinct_tiles, K,
         )  # fmt: skip
-        _fill(out, [(plan.distinct, _NUMPY.estimate((size, kth)))], integers=True)
-
-
-def _fill(
-    out: list[list[list[Any]]],
-    finished: list[tuple[list[tuple[int, int]], np.ndarray]],
-    *,
-    integers: bool,
-) -> None:
-    """``out[request][feature]``: the finished values of every (request, feature) of
-    ``finished`` as Python lists, in one conversion: integers, or floats with None
-    for NaN (null)."""
-    if not finished:
-        return
-    outputs = [output for outputs, _ in finished for output in outputs]
-    values = np.concatenate([v for _, v in finished]) if len(finished) > 1 else finished[0][1]
-    if integers:
-        columns = values.astype(np.int64).tolist()
-    else:
-        columns = values.tolist()
-        nulls = np.isnan(values).any(axis=1).tolist()
-        columns = [[None if v != v else v for v in column] if null else column  # noqa: PLR0124
-                   for column, null in zip(columns, nulls, strict=True)]  # fmt: skip
-    for (i, j), column in zip(outputs, columns, strict=True):
-        out[i][j] = column
 
 
 def warm() -> None:

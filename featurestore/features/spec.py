@@ -89,7 +89,7 @@ def kept(functions: Iterable[Aggregation]) -> tuple[Part, ...]:
     return tuple(p for p in PARTS if p.name in wanted)
 
 
-X = TypeVar("X")  # a column of one execution: a Polars expression or a numpy array
+X = TypeVar("X")  # a column of one execution: a Polars expression, or a traced symbol
 
 
 class Ops(Protocol, Generic[X]):
@@ -118,7 +118,8 @@ class Ops(Protocol, Generic[X]):
 
 def finish(agg: Aggregation, part: Callable[[str], Any], ops: Ops[Any]) -> Any:
     """The value of ``agg`` from merged parts (``part(name)``, only those `NEEDS` names):
-    the one formula both executions evaluate, on Polars expressions or numpy arrays."""
+    the one formula both executions evaluate: on Polars expressions, or traced into the
+    instructions the small-read path runs compiled (`featurestore.features.small`)."""
     if agg in ("min", "max"):
         return part(agg)
     if agg == "last":

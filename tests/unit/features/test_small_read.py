@@ -223,7 +223,7 @@ def test_warm_compiles_every_kernel_a_lookup_runs() -> None:
     from featurestore.features import kernels
 
     warm()
-    kinds = (kernels.stack, kernels.scatter, kernels.distinct, kernels.texts)
+    kinds = (kernels.stack, kernels.scatter, kernels.distinct, kernels.texts, kernels.finish)
     compiled = {k: list(k.signatures) for k in kinds}
     assert all(compiled.values())
     events = _events([("a", 1_000, 1.0, 2.0, "m"), ("b", 70_000, None, 3.0, "n")])
