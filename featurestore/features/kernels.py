@@ -62,6 +62,7 @@ def stack(  # noqa: PLR0917 - numba takes no keyword-only arguments
     with NaN, its last column 0.0; and the first view with a record of another size
     (shorter than its fixed part, or longer when it holds nothing else), -1 if none."""
     matrix = np.empty((starts.shape[0], width))
+    shifted = _shifted(buffer)
     r = 0
     for cell in range(counts.shape[0]):
         view = cell // n_rows
@@ -69,12 +70,32 @@ def stack(  # noqa: PLR0917 - numba takes no keyword-only arguments
         for _ in range(counts[cell]):
             if lengths[r] < size or (exact[view] and lengths[r] != size):
                 return matrix, view
-            first = starts[r]
-            matrix[r, : widths[view]] = buffer[first : first + size].view(np.float64)
-            matrix[r, widths[view] : width - 1] = np.nan
+            doubles, at = shifted[starts[r] & 7], starts[r] >> 3
+            for c in range(widths[view]):
+                matrix[r, c] = doubles[at + c]
+            for c in range(widths[view], width - 1):
+                matrix[r, c] = np.nan
             matrix[r, width - 1] = 0.0
             r += 1
     return matrix, -1
+
+
+@njit(cache=True, nogil=True)
+def _shifted(buffer: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The bytes of ``buffer`` as doubles, read from each of the 8 first bytes: the
+    double at byte ``b`` is ``_shifted(buffer)[b & 7][b >> 3]`` (records follow each
+    other unaligned; a view per record cost more than the copy)."""
+    n = buffer.shape[0]
+    return (
+        buffer[0 : (n // 8) * 8].view(np.float64),
+        buffer[1 : 1 + ((n - 1) // 8) * 8].view(np.float64),
+        buffer[2 : 2 + ((n - 2) // 8) * 8].view(np.float64),
+        buffer[3 : 3 + ((n - 3) // 8) * 8].view(np.float64),
+        buffer[4 : 4 + ((n - 4) // 8) * 8].view(np.float64),
+        buffer[5 : 5 + ((n - 5) // 8) * 8].view(np.float64),
+        buffer[6 : 6 + ((n - 6) // 8) * 8].view(np.float64),
+        buffer[7 : 7 + ((n - 7) // 8) * 8].view(np.float64),
+    )
 
 
 @njit(cache=True, nogil=True)
@@ -178,21 +199,25 @@ def _accumulate(dense: np.ndarray, laws: np.ndarray) -> None:
 
 @njit(cache=True, nogil=True)
 def _sketched(  # noqa: PLR0917
-    buffer: np.ndarray, starts: np.ndarray, matrix: np.ndarray, where: np.ndarray,
+    shifted: tuple[np.ndarray, ...], starts: np.ndarray, matrix: np.ndarray, where: np.ndarray,
     rows: np.ndarray, views: np.ndarray, n_rows: int, sizes: np.ndarray, widths: np.ndarray,
     sketches: np.ndarray, ages: np.ndarray, fill: np.ndarray, hashes: np.ndarray,
-    hash_ages: np.ndarray, counting: bool,
-) -> None:  # fmt: skip
+    hash_ages: np.ndarray, counting: bool, total: int,
+) -> bool:  # fmt: skip
     """Walk every asked sketch of the kept records: count each (sketch, row) cell's
     hashes into ``fill`` (``counting``), or place them at ``fill`` (each cell's next
-    position) in ``hashes`` and ``hash_ages``."""
+    position) in ``hashes`` and ``hash_ages``. False when a record's sketches run past
+    its end (``total``: the buffer's bytes)."""
     for r in range(where.shape[0]):
         w = where[r]
         if w < 0:
             continue
         at = starts[r] + 8 * widths[views[r]]
+        end = starts[r + 1] if r + 1 < starts.shape[0] else total
         for v in range(sizes.shape[1]):
             size = np.int64(matrix[r, sizes[views[r], v]])
+            if at + 8 * size > end:
+                return False
             s = sketches[w, v]
             if s >= 0 and size > 0:
                 cell = s * n_rows + rows[r]
@@ -201,11 +226,12 @@ def _sketched(  # noqa: PLR0917
                 else:
                     for h in range(size):
                         first = at + 8 * h
-                        hashes[fill[cell]] = buffer[first : first + 8].view(np.float64)[0]
+                        hashes[fill[cell]] = shifted[first & 7][first >> 3]
                         hash_ages[fill[cell]] = ages[r]
                         fill[cell] += 1
             if size > 0:
                 at += 8 * size
+    return True
 
 
 @njit(cache=True, nogil=True)
@@ -233,13 +259,31 @@ def distinct(  # noqa: PLR0917
     cells = n_sketches * n_rows
     held = np.zeros(cells + 1, np.int64)
     none = np.empty(0)
-    _sketched(buffer, starts, matrix, where, rows, views, n_rows, sizes, widths, sketches,
-              ages, held, none, np.empty(0, np.int64), True)  # fmt: skip
+    shifted = _shifted(buffer)
+    if not _sketched(
+        shifted,
+        starts,
+        matrix,
+        where,
+        rows,
+        views,
+        n_rows,
+        sizes,
+        widths,
+        sketches,
+        ages,
+        held,
+        none,
+        np.empty(0, np.int64),
+        True,
+        buffer.shape[0],
+    ):
+        raise ValueError("an online record's sketches run past its end")  # fmt: skip
     held = np.cumsum(held) - held  # each cell's first position; held[cells]: the total
     hashes = np.empty(held[cells])
     hash_ages = np.empty(held[cells], np.int64)
-    _sketched(buffer, starts, matrix, where, rows, views, n_rows, sizes, widths, sketches,
-              ages, held[:cells].copy(), hashes, hash_ages, False)  # fmt: skip
+    _sketched(shifted, starts, matrix, where, rows, views, n_rows, sizes, widths, sketches,
+              ages, held[:cells].copy(), hashes, hash_ages, False, buffer.shape[0])  # fmt: skip
     size_out = np.zeros((asked.shape[0], n_rows))
     kth = np.zeros((asked.shape[0], n_rows))
     for cell in range(cells):

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from featurestore.errors import ConfigError
 from featurestore.features import spec
 from featurestore.features.definitions import Feature, FeatureView
 from featurestore.features.sketch import K
@@ -553,11 +554,18 @@ class _Run:
         from featurestore.features import kernels
 
         plan, stack = self.plan, self.plan.tables
-        return kernels.distinct(
-            self.buffer, self.starts, self.matrix, self.where, self.ages, self.rows, self.view,
-            self.n_rows, stack.sizes, stack.widths, stack.sketches, plan.n_sketches,
-            plan.distinct_sketches, plan.distinct_tiles, K,
-        )  # fmt: skip
+        try:
+            return kernels.distinct(
+                self.buffer, self.starts, self.matrix, self.where, self.ages, self.rows,
+                self.view, self.n_rows, stack.sizes, stack.widths, stack.sketches,
+                plan.n_sketches, plan.distinct_sketches, plan.distinct_tiles, K,
+            )  # fmt: skip
+        except ValueError as error:  # a record of another layout
+            views = ", ".join(sorted({f"{r.view.name!r} v{r.view.version}" for r in plan.records}))
+            raise ConfigError(
+                f"{error} (views {views}): its view's values changed without a new version? "
+                "bump `version` and backfill"
+            ) from error
 
 
 def warm() -> None:

@@ -203,6 +203,9 @@ def test_a_record_of_another_layout_is_refused_with_the_view_named() -> None:
     plan.run([[good]], 60 * MINUTE)  # as written: fine
     with pytest.raises(ConfigError, match=r"view 'spend' .*bump `version`"):
         plan.run([[[good[0][: 8 * record.width - 8]]]], 60 * MINUTE)  # a fixed part cut short
+    # Sketches that run past their record's end (their sizes say more hashes than follow).
+    with pytest.raises(ConfigError, match=r"sketches run past its end .*bump `version`"):
+        plan.run([[[good[0][: 8 * record.width]]]], 5 * MINUTE)
     # A view whose records are their fixed part only: a longer record is refused too.
     plain = FeatureView.model_validate(
         {"name": "plain", "source": "payments-value", "entity": "card", "owner": "t@example.com",
