@@ -3,9 +3,11 @@
 `FeatureClient.get_online_features(entities, features)` returns `OnlineFeatures`:
 values with their view version, freshness and status per entity row, as dict, Polars,
 Arrow or pandas. `featurestore serve` runs the same lookup behind HTTP
-(`featurestore.serving.server`).
+(`featurestore.serving.server`). `warm()` readies the compiled lookup at a service's
+start-up, so that its first request does not pay for it.
 """
 
+from featurestore.features.small import warm
 from featurestore.serving.catalog import Catalog, Resolved
 from featurestore.serving.client import AsyncFeatureClient, FeatureClient, entity_frame
 from featurestore.serving.response import EXPIRED, NOT_FOUND, PRESENT, OnlineFeatures
@@ -20,4 +22,5 @@ __all__ = [
     "OnlineFeatures",
     "Resolved",
     "entity_frame",
+    "warm",
 ]
