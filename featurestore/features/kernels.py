@@ -46,6 +46,26 @@ from featurestore.features.small import (
     VIEW_KEY,
 )
 
+# numba keys its on-disk cache on this file alone, and compiles the constants these loops
+# take from other modules into the cached code. So they are written here too: changing
+# one changes this file, which recompiles (checked at import).
+_COMPILED_WITH = {
+    "VIEW_KEY": 1099511627776.0, "K": 256, "SCALE": 2.296835809958953e18,
+    "OP": tuple(range(12)), "LEAF": tuple(range(4)),
+}  # fmt: skip
+_NOW = {
+    "VIEW_KEY": VIEW_KEY, "K": K, "SCALE": SCALE,
+    "OP": (OP_CONST, OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_GT, OP_GE, OP_ZERO_IF_NULL,
+           OP_WHERE, OP_AT_LEAST_ZERO, OP_SQRT, OP_ESTIMATE),
+    "LEAF": (LEAF_MERGED, LEAF_LATEST, LEAF_SIZE, LEAF_KTH),
+}  # fmt: skip
+if _COMPILED_WITH != _NOW:
+    raise ImportError(
+        f"featurestore.features.kernels was written for {_COMPILED_WITH}, and the constants "
+        f"it imports are now {_NOW}: update _COMPILED_WITH in kernels.py (numba's cache of "
+        "the compiled loops is keyed on that file)"
+    )
+
 
 @njit(cache=True, nogil=True)
 def stack(  # noqa: PLR0917 - numba takes no keyword-only arguments
