@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
@@ -180,6 +180,11 @@ class _Traced:
 
         top = emit(root)
         return cls(tuple(parts), code, constants, top, first + len(code))
+
+
+@cache
+def _traced(agg: spec.Aggregation) -> _Traced:
+    return _Traced.of(agg)
 
 
 @dataclass(frozen=True)
@@ -369,7 +374,7 @@ class LookupPlan:
                     texts.append((i, j, latest[key], tiles, record.slots[(f.column, "last")],
                                   [record.slots[(n, "last")] for n in earlier]))  # fmt: skip
                     continue
-                program = traced.setdefault(f.function, _Traced.of(f.function))
+                program = traced[f.function] = _traced(f.function)
                 leaves = _leaves(program, key, tiles, column, latest, raw, len(distinct))
                 if spec.SKETCH.name in program.leaves:
                     distinct.append((sketches[key], tiles))
