@@ -67,8 +67,9 @@ $(UV): uv-bootstrap.txt
 # project itself editable. --locked fails when uv.lock no longer satisfies pyproject.toml.
 $(VENV)/.installed: pyproject.toml uv.lock $(UV)
 	$(UV) sync --locked --all-extras --python $(PYTHON) --quiet
-	@echo "compiling the online lookup's kernels (numba, once per install)"
+	@echo "compiling the online lookup's and the decoder's kernels (numba, once per install)"
 	$(BIN)/python -c 'from featurestore.features.small import warm; warm()'
+	$(BIN)/python -c 'from featurestore.contracts.skim import warm; warm()'
 	@touch $@
 
 # Refresh the lock on purpose: the newest versions pyproject.toml allows. Commit uv.lock

@@ -31,9 +31,12 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import Any, Final
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 from polars.exceptions import PanicException
+
+from featurestore.contracts import skim
 
 _SYNC: Final = b"featurestore.blk"  # any 16 bytes: the container's sync marker
 _PROBE: Final = 256  # bodies per read_avro probe in `BlockReader.breakers`
@@ -47,8 +50,8 @@ class BlockLayout:
     with `columns` the frame columns decoding yields; `read_raw` names the logical types
     the fields may still carry (their values are proven on their physical type)."""
 
-    def __init__(self, columns: pl.Schema, proof: _Proof) -> None:
-        self._columns, self._proof = columns, proof
+    def __init__(self, columns: pl.Schema, proof: _Proof, walk: np.ndarray) -> None:
+        self._columns, self._proof, self._walk = columns, proof, walk
 
     @classmethod
     def of(
@@ -61,7 +64,9 @@ class BlockLayout:
     ) -> BlockLayout | None:
         """The layout, or None when the schema is not a flat record (see the invariants)."""
         items = _flat_items(fields, named, read_raw)
-        return None if items is None else cls(columns, _Proof(items))
+        if items is None:
+            return None
+        return cls(columns, _Proof(items), np.array([i.skim for i in items], dtype=np.int64))
 
     def reader(self, writer_schema: str) -> BlockReader | None:
         """The reader of blocks of `writer_schema` (JSON text, identical to the reader
@@ -72,14 +77,23 @@ class BlockLayout:
             readable = _read_avro(header).columns == self._columns.names()
         except (Exception, PanicException):
             readable = False
-        return BlockReader(header, self._columns, self._proof) if readable else None
+        return BlockReader(header, self._columns, self._proof, self._walk) if readable else None
 
 
 class BlockReader:
     """Reads the bodies of one writer schema as one block, built by `BlockLayout.reader`."""
 
-    def __init__(self, header: bytes, columns: pl.Schema, proof: _Proof) -> None:
-        self._header, self._columns, self._proof = header, columns, proof
+    def __init__(self, header: bytes, columns: pl.Schema, proof: _Proof, walk: np.ndarray) -> None:
+        self._header, self._columns, self._proof, self._walk = header, columns, proof, walk
+
+    def unparsed(self, bodies: Sequence[bytes]) -> list[int]:
+        """The indexes of the bodies that do not walk as one record of the schema
+        (`skim.unparsed`: a hint, never a reason to trust a body)."""
+        lengths = np.fromiter(map(len, bodies), dtype=np.int64, count=len(bodies))
+        data = np.frombuffer(b"".join(bodies), dtype=np.uint8)
+        found = skim.unparsed(data, np.cumsum(lengths) - lengths, lengths,
+                              self._walk[:, 0].copy(), self._walk[:, 1].copy())  # fmt: skip
+        return list(found.tolist())
 
     def read(self, bodies: Sequence[bytes]) -> pl.DataFrame | int | None:
         """One row per body, in order, in the layout's columns, when the proof holds for
@@ -172,6 +186,7 @@ class _Item:
     value: pl.Expr
     longest: int = 0
     present: pl.Expr | None = None  # when the value is there at all (a nullable field's)
+    skim: tuple[int, int] = (skim.FIXED, 0)  # its code and argument for `skim.unparsed`
 
 
 def _container_header(schema_json: str) -> bytes:
@@ -201,27 +216,30 @@ def _flat_items(
                 return None
             null_at, present = t.index("null"), col.is_not_null()
             branch = pl.when(present).then(2 - 2 * null_at).otherwise(2 * null_at)  # zigzag
-            items.append(_Item(branch.cast(pl.UInt64), 1))
+            items.append(_Item(branch.cast(pl.UInt64), 1, skim=(skim.BRANCH, null_at)))
             t = t[1 - null_at]
         t = named.get(t, t) if isinstance(t, str) else t
         kind, logical = (t, None) if isinstance(t, str) else (t["type"], t.get("logicalType"))
         if logical not in (None, *read_raw) or kind in ("record", "array", "map", "null"):
             return None
         if kind == "boolean":  # its byte is 0 or 1: the varint of zigzag value 0 or 1
-            items.append(_Item(col.cast(pl.UInt64), 1, present))
+            items.append(_Item(col.cast(pl.UInt64), 1, present, (skim.BOOLEAN, 0)))
         elif kind == "enum":  # the index, zigzag-mapped
             index = {symbol: 2 * i for i, symbol in enumerate(t["symbols"])}
             zigzag = col.cast(pl.String).replace_strict(index, default=None, return_dtype=pl.UInt64)
-            items.append(_Item(zigzag, len(_varint(len(index) - 1)), present))
+            items.append(_Item(zigzag, len(_varint(len(index) - 1)), present,
+                               (skim.ENUM, len(index))))  # fmt: skip
         elif kind in ("int", "long"):
             zigzag = _zigzag(col.to_physical().cast(pl.Int64))
-            items.append(_Item(zigzag, 5 if kind == "int" else 10, present))
+            longest = 5 if kind == "int" else 10
+            items.append(_Item(zigzag, longest, present, (skim.VARINT, longest)))
         elif kind in ("string", "bytes"):
             n = (col.str.len_bytes() if kind == "string" else col.bin.size()).cast(pl.UInt64)
-            items.append(_Item((_varint_len(n * 2) + n).cast(pl.Int64), 0, present))
+            span = (_varint_len(n * 2) + n).cast(pl.Int64)
+            items.append(_Item(span, 0, present, (skim.SPAN, 0)))
         else:
             size = {"float": 4, "double": 8}.get(kind) or int(t["size"])
-            items.append(_Item(pl.lit(size, pl.Int64), 0, present))
+            items.append(_Item(pl.lit(size, pl.Int64), 0, present, (skim.FIXED, size)))
     return items
 
 

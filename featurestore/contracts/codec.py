@@ -225,10 +225,12 @@ class BatchDecoder:
         """The batch path over one group: the proven frames, each with the indexes (in
         `bodies`) of its records, and the indexes left to the per-record path.
 
-        Only a frame `BlockReader.read` proved for its whole block is kept; everything
-        else steers which bodies the next block holds. A block the proof rejects at
-        record k is read again without it: the records before k, then the ones after in
-        blocks of at least twice as many, doubling while they prove. A block read_avro
+        Bodies that do not even walk as one record of the schema (`BlockReader.unparsed`)
+        go to the per-record path at once. Only a frame `BlockReader.read` proved for its
+        whole block is kept; everything else steers which bodies the next block holds. A
+        block the proof rejects at record k is read again without it: the records before
+        k, then the ones after in blocks of at least twice as many, doubling while they
+        prove. A block read_avro
         fails on is read again without the runs of up to `leaf` bodies it fails on alone
         (`BlockReader.breakers`), or halved when there are none. Runs shorter than
         `_MIN_CHUNK` (or fast_path_min_records) go to the per-record path. Every step
@@ -238,8 +240,9 @@ class BatchDecoder:
         floor, size = min(self._fast_min, _MIN_CHUNK), len(bodies)
         leaf = max(1, floor // 4)  # a run that short, read_avro failing on it, goes per record
         proven: list[tuple[pl.DataFrame, list[int]]] = []
-        rest: list[int] = []
-        todo = [list(range(len(bodies)))]  # a stack: the next run to read is last
+        unparsed = set(block.unparsed(bodies))
+        rest = sorted(unparsed)
+        todo = [[i for i in range(len(bodies)) if i not in unparsed]]  # a stack: last is next
         while todo:
             run = todo.pop()
             if len(run) > size:

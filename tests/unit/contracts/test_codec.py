@@ -24,6 +24,7 @@ from confluent_kafka.schema_registry.common.serde import SchemaId
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from featurestore.contracts.avro_block import BlockReader
 from featurestore.contracts.codec import (
     ROW,
     VALUE_SCHEMA_ID_HEADER,
@@ -635,17 +636,62 @@ def test_bad_bodies_anywhere_in_a_block_match_the_per_record_path(bad: list[int]
     assert batch.fast_rows == 300 - len(bad)
 
 
-def test_a_record_that_overruns_its_body_is_not_trusted_though_it_fits_its_length() -> None:
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 199), st.sampled_from(["cut", "extend", "flip"]),
+                  st.integers(0, 10_000)),
+        max_size=6,
+    )
+)  # fmt: skip
+def test_mutated_bodies_among_good_ones_decode_as_the_per_record_path(
+    mutations: list[tuple[int, str, int]],
+) -> None:
+    """Bodies cut short, extended or with a byte flipped, anywhere among good ones: the
+    batch path (the walk's hint, the blocks, the proof) returns what the per-record path
+    does, row for row and rejection for rejection."""
+    bodies = [encode(FLAT_JSON, flat(i)) for i in range(200)]
+    for row, how, x in mutations:
+        body = bodies[row]
+        if how == "cut":
+            bodies[row] = body[: len(body) - 1 - x % min(4, len(body))]
+        elif how == "extend":
+            bodies[row] = body + bytes([x % 256])
+        else:
+            k = x % len(body)
+            bodies[row] = body[:k] + bytes([body[k] ^ (1 + x % 255)]) + body[k + 1 :]
+    both_paths(FLAT_JSON, [framed(5, b) for b in bodies])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 1_000_000))
+def test_the_walk_passes_every_body_fastavro_writes(first: int) -> None:
+    """The walk's hint (`skim`) never sends a well-written body per record."""
+    block = decoder(FLAT_JSON, FAST, s5=FLAT_JSON)._writer(5).block
+    assert block is not None
+    assert block.unparsed([encode(FLAT_JSON, flat(i)) for i in range(first, first + 100)]) == []
+
+
+@pytest.mark.parametrize("walk", [True, False], ids=["with the walk", "the proof alone"])
+def test_a_record_that_overruns_its_body_is_not_trusted_though_it_fits_its_length(
+    walk: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Body 0's string length is a 2-byte varint (non-canonical) of 3: read in one block,
     it takes the first byte of body 1 and then fits its own 3 bytes; body 1, read from its
     second byte, does not fit. The records before the first one the proof rejects are
-    therefore not trusted on their own: body 0 is read again, alone."""
+    therefore not trusted on their own: body 0 is read again, alone. The walk over each
+    body (`skim`) sends body 0 per record before any block is read; without it (a hint
+    only), the proof alone keeps it out."""
+    if not walk:
+        monkeypatch.setattr(BlockReader, "unparsed", lambda _self, _bodies: [])
     schema = json.dumps({"type": "record", "name": "S", "fields": [field("s", "string")]})
     overrun, short = bytes([0x80 | 6, 0x00]) + b"ab", bytes([0x02, 0x00])
     values = [framed(5, overrun), framed(5, short), framed(5, short)]
     batch = both_paths(schema, values)
     assert reasons(batch) == [(0, Reason.DECODE_ERROR)]  # fastavro: 3 bytes expected, 2 read
-    assert batch.fast_rows == 1  # body 2; body 1 went per record, where the proof failed
+    # Without the walk, body 1 goes per record, where the proof failed; with it, bodies 1
+    # and 2 are read as one block.
+    assert batch.fast_rows == (2 if walk else 1)
 
 
 def test_schemas_without_a_column_type_are_contract_errors() -> None:
