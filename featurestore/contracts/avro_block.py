@@ -36,8 +36,6 @@ import polars as pl
 import pyarrow as pa
 from polars.exceptions import PanicException
 
-from featurestore.contracts import skim
-
 _SYNC: Final = b"featurestore.blk"  # any 16 bytes: the container's sync marker
 _PROBE: Final = 256  # bodies per read_avro probe in `BlockReader.breakers`
 _STDERR_LOCK: Final = threading.Lock()  # one read at a time points fd 2 elsewhere
@@ -63,10 +61,13 @@ class BlockLayout:
         read_raw: Collection[str] = (),
     ) -> BlockLayout | None:
         """The layout, or None when the schema is not a flat record (see the invariants)."""
+        from featurestore.contracts import skim  # numba: imported by the first decoder
+
         items = _flat_items(fields, named, read_raw)
         if items is None:
             return None
-        return cls(columns, _Proof(items), np.array([i.skim for i in items], dtype=np.int64))
+        walk = [(skim.CODES[kind], argument) for kind, argument in (i.skim for i in items)]
+        return cls(columns, _Proof(items), np.array(walk, dtype=np.int64))
 
     def reader(self, writer_schema: str) -> BlockReader | None:
         """The reader of blocks of `writer_schema` (JSON text, identical to the reader
@@ -89,6 +90,8 @@ class BlockReader:
     def unparsed(self, bodies: Sequence[bytes]) -> list[int]:
         """The indexes of the bodies that do not walk as one record of the schema
         (`skim.unparsed`: a hint, never a reason to trust a body)."""
+        from featurestore.contracts import skim
+
         lengths = np.fromiter(map(len, bodies), dtype=np.int64, count=len(bodies))
         data = np.frombuffer(b"".join(bodies), dtype=np.uint8)
         found = skim.unparsed(data, np.cumsum(lengths) - lengths, lengths,
@@ -186,7 +189,7 @@ class _Item:
     value: pl.Expr
     longest: int = 0
     present: pl.Expr | None = None  # when the value is there at all (a nullable field's)
-    skim: tuple[int, int] = (skim.FIXED, 0)  # its code and argument for `skim.unparsed`
+    skim: tuple[str, int] = ("fixed", 0)  # its kind and argument for `skim.unparsed`
 
 
 def _container_header(schema_json: str) -> bytes:
@@ -216,30 +219,30 @@ def _flat_items(
                 return None
             null_at, present = t.index("null"), col.is_not_null()
             branch = pl.when(present).then(2 - 2 * null_at).otherwise(2 * null_at)  # zigzag
-            items.append(_Item(branch.cast(pl.UInt64), 1, skim=(skim.BRANCH, null_at)))
+            items.append(_Item(branch.cast(pl.UInt64), 1, skim=("branch", null_at)))
             t = t[1 - null_at]
         t = named.get(t, t) if isinstance(t, str) else t
         kind, logical = (t, None) if isinstance(t, str) else (t["type"], t.get("logicalType"))
         if logical not in (None, *read_raw) or kind in ("record", "array", "map", "null"):
             return None
         if kind == "boolean":  # its byte is 0 or 1: the varint of zigzag value 0 or 1
-            items.append(_Item(col.cast(pl.UInt64), 1, present, (skim.BOOLEAN, 0)))
+            items.append(_Item(col.cast(pl.UInt64), 1, present, ("boolean", 0)))
         elif kind == "enum":  # the index, zigzag-mapped
             index = {symbol: 2 * i for i, symbol in enumerate(t["symbols"])}
             zigzag = col.cast(pl.String).replace_strict(index, default=None, return_dtype=pl.UInt64)
             items.append(_Item(zigzag, len(_varint(len(index) - 1)), present,
-                               (skim.ENUM, len(index))))  # fmt: skip
+                               ("enum", len(index))))  # fmt: skip
         elif kind in ("int", "long"):
             zigzag = _zigzag(col.to_physical().cast(pl.Int64))
             longest = 5 if kind == "int" else 10
-            items.append(_Item(zigzag, longest, present, (skim.VARINT, longest)))
+            items.append(_Item(zigzag, longest, present, ("varint", longest)))
         elif kind in ("string", "bytes"):
             n = (col.str.len_bytes() if kind == "string" else col.bin.size()).cast(pl.UInt64)
             span = (_varint_len(n * 2) + n).cast(pl.Int64)
-            items.append(_Item(span, 0, present, (skim.SPAN, 0)))
+            items.append(_Item(span, 0, present, ("span", 0)))
         else:
             size = {"float": 4, "double": 8}.get(kind) or int(t["size"])
-            items.append(_Item(pl.lit(size, pl.Int64), 0, present, (skim.FIXED, size)))
+            items.append(_Item(pl.lit(size, pl.Int64), 0, present, ("fixed", size)))
     return items
 
 

@@ -230,11 +230,11 @@ class BatchDecoder:
         whole block is kept; everything else steers which bodies the next block holds. A
         block the proof rejects at record k is read again without it: the records before
         k, then the ones after in blocks of at least twice as many, doubling while they
-        prove. A block read_avro
-        fails on is read again without the runs of up to `leaf` bodies it fails on alone
-        (`BlockReader.breakers`), or halved when there are none. Runs shorter than
-        `_MIN_CHUNK` (or fast_path_min_records) go to the per-record path. Every step
-        leaves bodies to the per-record path or reads fewer bodies: it ends."""
+        prove. A block read_avro fails on is read again without the runs of up to `leaf`
+        bodies it fails on alone (`BlockReader.breakers`), or halved when there are none.
+        Runs shorter than `_MIN_CHUNK` (or fast_path_min_records) go to the per-record
+        path. Every step leaves bodies to the per-record path or reads fewer bodies: it
+        ends."""
         if block is None:
             return [], list(range(len(bodies)))
         floor, size = min(self._fast_min, _MIN_CHUNK), len(bodies)

@@ -27,6 +27,8 @@ ENUM: Final = 2  # an index below the argument (the number of symbols)
 VARINT: Final = 3  # an int or long: a varint of at most the argument's bytes
 SPAN: Final = 4  # a string or bytes: a length, then as many bytes
 FIXED: Final = 5  # the argument's bytes: float, double, fixed
+CODES: Final = {"branch": BRANCH, "boolean": BOOLEAN, "enum": ENUM, "varint": VARINT,
+                "span": SPAN, "fixed": FIXED}  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
