@@ -37,6 +37,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from io import BytesIO
+from operator import itemgetter
 from typing import Any, Final, Literal, TypeAlias
 
 import fastavro
@@ -114,6 +115,30 @@ def parse_frame(value: bytes | None, headers: Headers = None) -> tuple[SchemaRef
     return int.from_bytes(value[1:5], "big"), value[5:]
 
 
+def _framed_alike(
+    values: Sequence[bytes | None], headers: Sequence[Headers]
+) -> tuple[int, list[bytes]] | None:
+    """The schema id and the bodies when every value is framed alike, with no schema
+    header: magic 0 and the same 4-byte id (what `parse_frame` finds in each, then; the
+    body is what follows). None otherwise: each value goes through `parse_frame`. One
+    set of prefixes costs a tenth of a call per value."""
+    if not values or any(headers):
+        return None
+    framed = [value for value in values if value is not None]
+    if len(framed) != len(values):
+        return None
+    prefixes = set(map(_PREFIX, framed))
+    if len(prefixes) != 1:
+        return None
+    prefix = prefixes.pop()
+    if len(prefix) != 5 or prefix[0] != _MAGIC_ID:
+        return None
+    return int.from_bytes(prefix[1:], "big"), [value[5:] for value in framed]
+
+
+_PREFIX = itemgetter(slice(5))
+
+
 def polars_schema(reader_schema: str | Mapping[str, Any]) -> pl.Schema:
     """The frame columns (top-level fields, in order) that decoding a contract yields."""
     parsed, named = _parse(reader_schema, strip=False)
@@ -167,7 +192,9 @@ class BatchDecoder:
         """Decode one batch; `headers`, when given, holds each value's Kafka headers."""
         rejections: list[Rejection] = []
         groups: dict[SchemaRef, tuple[list[int], list[bytes]]] = {}
-        for row, value in enumerate(values):
+        if (alike := _framed_alike(values, headers)) is not None:
+            groups[alike[0]] = list(range(len(values))), alike[1]
+        for row, value in enumerate(values if alike is None else ()):
             try:
                 ref, body = parse_frame(value, headers[row] if headers else None)
             except FrameError as exc:

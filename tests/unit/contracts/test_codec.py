@@ -32,6 +32,7 @@ from featurestore.contracts.codec import (
     DecodedBatch,
     FrameError,
     SchemaRef,
+    _framed_alike,
     parse_frame,
     polars_schema,
 )
@@ -634,6 +635,30 @@ def test_bad_bodies_anywhere_in_a_block_match_the_per_record_path(bad: list[int]
     batch = both_paths(FLAT_JSON, values)
     assert [r.row for r in batch.rejections] == bad
     assert batch.fast_rows == 300 - len(bad)
+
+
+@given(
+    st.lists(
+        st.sampled_from([framed(5, b"x"), framed(5, b""), framed(6, b"y"), b"\x01" + bytes(16),
+                         b"\x00\x00\x00", b"", None, b"\x07abcdef"]),
+        min_size=1, max_size=6,
+    )
+)  # fmt: skip
+def test_values_framed_alike_are_split_as_parse_frame_splits_each(
+    values: list[bytes | None],
+) -> None:
+    """The batch's shortcut for values all framed alike gives what `parse_frame` gives
+    each; any other batch takes `parse_frame` value by value."""
+    alike = _framed_alike(values, [[] for _ in values])
+    try:
+        each = [parse_frame(v) for v in values]
+    except FrameError:
+        assert alike is None
+        return
+    if alike is None:
+        assert len({ref for ref, _ in each}) > 1
+    else:
+        assert each == [(alike[0], body) for body in alike[1]]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
