@@ -40,7 +40,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from featurestore import crashpoints
-from featurestore.contracts import parse_contract, skim
+from featurestore.contracts import parse_contract
 from featurestore.contracts.codec import ROW, BatchDecoder
 from featurestore.contracts.constraints import compile_checks, split
 from featurestore.contracts.contract import parse_duration_ms
@@ -206,7 +206,6 @@ class ConsumerRuntime:
         except Interrupted:
             _restore(handlers)
             return self.stats
-        skim.warm()  # the decoder's compiled walk, loaded (~0.5 s) before the first batch
         self.consumer = Consumer(
             {
                 **self.kafka,
