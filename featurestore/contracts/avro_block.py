@@ -85,7 +85,8 @@ class BlockReader:
     """Reads the bodies of one writer schema as one block, built by `BlockLayout.reader`."""
 
     def __init__(self, header: bytes, columns: pl.Schema, proof: _Proof, walk: np.ndarray) -> None:
-        self._header, self._columns, self._proof, self._walk = header, columns, proof, walk
+        self._header, self._columns, self._proof = header, columns, proof
+        self._kinds, self._arguments = walk[:, 0].copy(), walk[:, 1].copy()  # skim's arrays
 
     def unparsed(self, bodies: Sequence[bytes]) -> list[int]:
         """The indexes of the bodies that do not walk as one record of the schema
@@ -94,8 +95,8 @@ class BlockReader:
 
         lengths = np.fromiter(map(len, bodies), dtype=np.int64, count=len(bodies))
         data = np.frombuffer(b"".join(bodies), dtype=np.uint8)
-        found = skim.unparsed(data, np.cumsum(lengths) - lengths, lengths,
-                              self._walk[:, 0].copy(), self._walk[:, 1].copy())  # fmt: skip
+        found = skim.unparsed(data, np.cumsum(lengths) - lengths, lengths, self._kinds,
+                              self._arguments)  # fmt: skip
         return list(found.tolist())
 
     def read(self, bodies: Sequence[bytes]) -> pl.DataFrame | int | None:

@@ -96,7 +96,8 @@ def _fits(kind: int, argument: int, z: int, n: int, left: int) -> bool:
 
 
 def warm() -> None:
-    """Compile `unparsed` (or load it from numba's cache) before the first batch."""
+    """Compile `unparsed` into numba's cache (`make install` runs this), so that the first
+    decoder of a process only loads it (~0.5 s), on the first group of 1,000+ records."""
     body = np.frombuffer(b"\x02\x04", dtype=np.uint8)
     one = np.zeros(1, dtype=np.int64)
     unparsed(body, one, one + 2, np.array([BRANCH, VARINT]), np.array([0, 10]))

@@ -280,25 +280,11 @@ def distinct(  # noqa: PLR0917
     held = np.zeros(cells + 1, np.int64)
     none = np.empty(0)
     shifted = _shifted(buffer)
-    if not _sketched(
-        shifted,
-        starts,
-        matrix,
-        where,
-        rows,
-        views,
-        n_rows,
-        sizes,
-        widths,
-        sketches,
-        ages,
-        held,
-        none,
-        np.empty(0, np.int64),
-        True,
-        buffer.shape[0],
-    ):
-        raise ValueError("an online record's sketches run past its end")  # fmt: skip
+    counted = _sketched(shifted, starts, matrix, where, rows, views, n_rows, sizes, widths,
+                        sketches, ages, held, none, np.empty(0, np.int64), True,
+                        buffer.shape[0])  # fmt: skip
+    if not counted:
+        raise ValueError("an online record's sketches run past its end")
     held = np.cumsum(held) - held  # each cell's first position; held[cells]: the total
     hashes = np.empty(held[cells])
     hash_ages = np.empty(held[cells], np.int64)

@@ -40,7 +40,7 @@ events have not arrived yet); tiles older than a window are outside it, as in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
 from itertools import chain
@@ -73,6 +73,17 @@ OP_ZERO_IF_NULL, OP_WHERE, OP_AT_LEAST_ZERO, OP_SQRT, OP_ESTIMATE = range(7, 12)
 LEAF_MERGED, LEAF_LATEST, LEAF_SIZE, LEAF_KTH = range(4)
 
 
+def _operation(op: int, *, swap: bool = False) -> Callable[[_Sym, Any], _Sym]:
+    """A `_Sym` operator: ``op`` on the symbol and the other operand (a constant when it
+    is not a symbol), in that order, or the other way round (``swap``: ``1.0 - x``)."""
+
+    def apply(self: _Sym, other: Any) -> _Sym:
+        value = other if isinstance(other, _Sym) else _Sym(OP_CONST, float(other))
+        return _Sym(op, value, self) if swap else _Sym(op, self, value)
+
+    return apply
+
+
 class _Sym:
     """A value in a traced `spec.finish`: a part (``op`` is its name), a constant, or an
     operation on other values."""
@@ -82,39 +93,16 @@ class _Sym:
     def __init__(self, op: str | int, *args: Any) -> None:
         self.op, self.args = op, args
 
-    def _with(self, op: int, other: Any, *, swap: bool = False) -> _Sym:
-        value = other if isinstance(other, _Sym) else _Sym(OP_CONST, float(other))
-        return _Sym(op, value, self) if swap else _Sym(op, self, value)
-
-    def __add__(self, other: Any) -> _Sym:
-        return self._with(OP_ADD, other)
-
-    def __radd__(self, other: Any) -> _Sym:
-        return self._with(OP_ADD, other, swap=True)
-
-    def __sub__(self, other: Any) -> _Sym:
-        return self._with(OP_SUB, other)
-
-    def __rsub__(self, other: Any) -> _Sym:
-        return self._with(OP_SUB, other, swap=True)
-
-    def __mul__(self, other: Any) -> _Sym:
-        return self._with(OP_MUL, other)
-
-    def __rmul__(self, other: Any) -> _Sym:
-        return self._with(OP_MUL, other, swap=True)
-
-    def __truediv__(self, other: Any) -> _Sym:
-        return self._with(OP_DIV, other)
-
-    def __rtruediv__(self, other: Any) -> _Sym:
-        return self._with(OP_DIV, other, swap=True)
-
-    def __gt__(self, other: Any) -> _Sym:
-        return self._with(OP_GT, other)
-
-    def __ge__(self, other: Any) -> _Sym:
-        return self._with(OP_GE, other)
+    __add__ = _operation(OP_ADD)
+    __radd__ = _operation(OP_ADD, swap=True)
+    __sub__ = _operation(OP_SUB)
+    __rsub__ = _operation(OP_SUB, swap=True)
+    __mul__ = _operation(OP_MUL)
+    __rmul__ = _operation(OP_MUL, swap=True)
+    __truediv__ = _operation(OP_DIV)
+    __rtruediv__ = _operation(OP_DIV, swap=True)
+    __gt__ = _operation(OP_GT)
+    __ge__ = _operation(OP_GE)
 
 
 class _TraceOps:
@@ -309,7 +297,6 @@ class LookupPlan:
     raw: dict[str, np.ndarray]  # raw part -> dense column per latest value
     program: _Program
     texts: _Texts
-    n_latest: int
     distinct_sketches: np.ndarray  # per distinct feature: its sketch
     distinct_tiles: np.ndarray  # its window's tiles
     n_sketches: int
@@ -382,7 +369,7 @@ class LookupPlan:
         stacked = _Stacked.of(tables, len(ordered), len(latest))
         return cls(
             [r for _, _, r in requests], features, stacked, laws, raw,
-            _Program.of(numeric, traced), _Texts.of(texts, stacked.zero), len(latest),
+            _Program.of(numeric, traced), _Texts.of(texts, stacked.zero),
             np.array([s for s, _ in distinct], dtype=np.int64),
             np.array([t for _, t in distinct], dtype=np.int64), len(sketches),
             len(ordered), requests[0][2].newest_slot if requests else 0,
