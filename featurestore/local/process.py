@@ -68,7 +68,26 @@ def spawn(cmd: list[str], log_path: Path, cwd: Path, marker: str) -> ProcessReco
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    _await_command_line(proc.pid)
     return ProcessRecord(pid=proc.pid, marker=marker, log=str(log_path))
+
+
+def _await_command_line(pid: int, timeout: float = 5.0) -> None:
+    """Wait until the new process's command line can be read.
+
+    Popen returns once exec() has begun, but the kernel sets the new program's
+    arguments a moment later: until then /proc/PID/cmdline reads empty, and an empty
+    command line is not ours (``is_running``). Returns early if the process is gone or
+    there is no /proc (macOS)."""
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if cmdline.read_bytes():
+                return
+        except OSError:
+            return
+        time.sleep(0.001)
 
 
 def _reap(pid: int) -> None:
@@ -90,9 +109,9 @@ def is_running(record: ProcessRecord) -> bool:
         state = stat.rsplit(")", 1)[-1].split()[0]
         if state in ("Z", "X"):
             return False
-        # The command line reads empty for a moment while the process is still in
-        # exec(): it is the one we just started, not a stranger.
-        return not cmdline or record.marker in cmdline
+        # An empty command line is a kernel thread or a process between exec() and its
+        # new arguments: not provably ours (spawn waits out that moment for its own).
+        return bool(cmdline) and record.marker in cmdline
     try:
         os.kill(record.pid, 0)
     except ProcessLookupError:
