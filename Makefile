@@ -86,7 +86,7 @@ lock-check: $(UV)
 test-lowest: system-deps $(UV)
 	@[ -x .venv-lowest/bin/python ] || $(UV) venv --quiet --python $(PYTHON) .venv-lowest
 	VIRTUAL_ENV=.venv-lowest $(UV) pip install --quiet --resolution lowest-direct -e '.[test,dev]'
-	.venv-lowest/bin/pytest -q -p no:cacheprovider tests/unit $(ARGS)
+	.venv-lowest/bin/pytest -q -p no:cacheprovider -n 2 tests/unit $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .
@@ -95,8 +95,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The unit tests (no services, CPU-bound) on two workers, then the tests on real Kafka,
+# Redis and S3 one at a time (they share the session's services and time their faults).
 pytest: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 tests/unit
+	$(BIN)/pytest --ignore=tests/unit
 
 # The fault tests alone (they also run in `make test`, within its time budget).
 test-chaos: install

@@ -22,7 +22,6 @@ from rich.table import Column, Table
 from featurestore.cli_monitor import audit_app, monitor_app
 from featurestore.cli_views import backfill, open_store, views_app
 from featurestore.contracts import parse_contract
-from featurestore.contracts.registry import RegistryAuth, RegistryState, SchemaLog, create_app
 from featurestore.contracts.registry.client import RegistryClient
 from featurestore.errors import ConfigError, FeatureStoreError
 from featurestore.kafka_access import check_kafka_access
@@ -172,10 +171,13 @@ def registry_serve(
     """Serve the schema registry over HTTP; its state lives in a Kafka topic."""
     import uvicorn
 
+    from featurestore.contracts.registry import RegistryAuth, RegistryState, SchemaLog, create_app
+
     settings = Settings()
     if kafka_bootstrap is not None:
         settings = settings.model_copy(update={"kafka_bootstrap": kafka_bootstrap})
     kafka = _kafka_config(with_local_defaults(settings, needs=["kafka"]))
+
     state = RegistryState()
     log = SchemaLog(state, kafka["bootstrap.servers"], topic or settings.registry_topic, kafka)
     auth = RegistryAuth(
