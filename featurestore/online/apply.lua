@@ -1,38 +1,38 @@
--- Apply one batch's tile records to ONE entity hash, once per source offset.
+-- Apply one batch's tile records to entity hashes, once per source offset.
 -- The hash and record layout (format 3, binary) are described in
 -- featurestore/online/layout.py; the merge laws in featurestore/features/spec.py.
 --
--- KEYS[1]  the entity hash of (view, version, entity)
+-- KEYS     the entity hashes of (view, version, entity): many per call on one Redis,
+--          one per call on a Cluster (a script's keys must share a slot)
 -- ARGV[1]  key TTL in ms
 -- ARGV[2]  value kinds, one char per value: 'p' plain, 's' with a sketch, 't' text,
 --          'u' text with a sketch
 -- ARGV[3]  the merge law of each part a value keeps, in record order, value after value
 --          separated by commas (layout.Record.laws): 'a' add, 'n' min, 'x' max, and of
 --          the latest value: 'v' the value, 't' its time, 'o' its offset
--- ARGV[4]  segment count      ARGV[5] prune count      ARGV[6] sketch size K
--- then per segment:  offset field, min offset, max offset, tile field, record
--- then per prune:    tile field prefix ("<g>,"), oldest tile index to keep
+-- ARGV[4]  sketch size K     ARGV[5] segments S (all keys)     ARGV[6] prunes P
+-- then one segment count per key, then one prune count per key,
+-- then the segments column by column (S offset fields, S min offsets, S max offsets,
+-- S tile fields, S records), key after key in KEYS order,
+-- then the prunes column by column (P tile field prefixes "<g>,", P oldest tile index
+-- to keep).
 --
--- Returns the number of segments applied (0: all were applied before), or -1 when a
--- segment straddles the stored offset (a replay cut at other batch boundaries): the
--- caller then resends that entity one event per segment. Nothing is written before
--- every segment is classified, so -1 leaves the hash untouched.
-local key = KEYS[1]
-local kinds, laws = ARGV[2], ARGV[3]
-local nseg, nprune, K = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local BASE = 7
+-- Returns one number per key: the segments applied (0: all were applied before), or -1
+-- when a segment straddles the stored offset (a replay cut at other batch boundaries):
+-- the caller then resends that entity one event per segment. Nothing is written to a
+-- key before every segment of it is classified, so -1 leaves its hash untouched. A key
+-- whose stored record cannot be merged stops the call with "APPLY <key number> ...".
+local nkeys = #KEYS
+local ttl, kinds, laws = ARGV[1], ARGV[2], ARGV[3]
+local K, S, P = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local COUNTS = 6                        -- ARGV[COUNTS + k]: key k's segment count
+local PRUNES = COUNTS + nkeys           -- ARGV[PRUNES + k]: key k's prune count
+local OFIELD = PRUNES + nkeys           -- ARGV[OFIELD + i]: segment i's offset field
+local LO, HI, FIELD, RECORD = OFIELD + S, OFIELD + 2 * S, OFIELD + 3 * S, OFIELD + 4 * S
+local PREFIX = OFIELD + 5 * S           -- ARGV[PREFIX + j]: prune j's prefix
+local OLDEST = PREFIX + P               -- ARGV[OLDEST + j]: prune j's oldest tile kept
 local PRUNE_EVERY = 8
 local HEADER, NEWEST = 3, 3  -- tile ms, tile index, newest event time (1-based slot 3)
-
-local applied = {}
-for i = 0, nseg - 1 do
-  local j = BASE + i * 5
-  local f = ARGV[j]
-  if applied[f] == nil then applied[f] = tonumber(redis.call('HGET', key, f) or '-1') end
-  if tonumber(ARGV[j + 1]) <= applied[f] and tonumber(ARGV[j + 2]) > applied[f] then
-    return -1
-  end
-end
 
 local nvalues = #kinds
 local sketched, texts = {}, {}
@@ -156,44 +156,99 @@ local function merge(a, b)
   return a
 end
 
-local written, created, newest = 0, false, {}
-for i = 0, nseg - 1 do
-  local j = BASE + i * 5
-  local f = ARGV[j]
-  if tonumber(ARGV[j + 1]) > applied[f] then
-    local field, record = ARGV[j + 3], ARGV[j + 4]
-    local old = redis.call('HGET', key, field)
-    if old then
-      redis.call('HSET', key, field, encode(merge(decode(old), decode(record))))
-    else
-      redis.call('HSET', key, field, record)
-      -- Pruning scans every field: amortise it over tiles (1 in PRUNE_EVERY new tiles).
-      local index = tonumber(string.match(field, ',(-?%d+)$'))
-      if index % PRUNE_EVERY == 0 then created = true end
+-- The new value of every field the key's segments above its marks touch (the tiles,
+-- then the marks), as HSET arguments; whether a new tile calls for pruning; how many
+-- segments were merged. Raises on a stored record that cannot be decoded.
+local function merge_segments(seg, nseg, applied, fields, at, stored)
+  -- Per field: its new value, as the record sent (a new tile of one segment: stored as
+  -- sent) or decoded (merged).
+  local raw, merged, written, created, newest = {}, {}, 0, false, {}
+  for i = seg + 1, seg + nseg do
+    local f = ARGV[OFIELD + i]
+    if tonumber(ARGV[LO + i]) > applied[f] then
+      local field, record = ARGV[FIELD + i], ARGV[RECORD + i]
+      local j = at[field]
+      local into = merged[j] or raw[j] or stored[j]
+      if not into then
+        raw[j] = record
+        -- Pruning scans every field: amortise it over tiles (1 in PRUNE_EVERY new tiles).
+        local index = tonumber(string.match(field, ',(-?%d+)$'))
+        if index % PRUNE_EVERY == 0 then created = true end
+      else
+        if type(into) == 'string' then into = decode(into) end
+        merged[j] = merge(into, decode(record))
+      end
+      local hi = tonumber(ARGV[HI + i])
+      if newest[f] == nil or hi > newest[f] then newest[f] = hi end
+      written = written + 1
     end
-    local hi = tonumber(ARGV[j + 2])
-    if newest[f] == nil or hi > newest[f] then newest[f] = hi end
-    written = written + 1
   end
+  local out = {}
+  for j, field in ipairs(fields) do
+    out[#out + 1] = field
+    if merged[j] then out[#out + 1] = encode(merged[j]) else out[#out + 1] = raw[j] end
+  end
+  for f, hi in pairs(newest) do
+    out[#out + 1] = f
+    out[#out + 1] = string.format('%d', hi)
+  end
+  return out, created, written
 end
-if written == 0 then return 0 end
-for f, hi in pairs(newest) do redis.call('HSET', key, f, string.format('%d', hi)) end
 
--- A new tile appeared (one in PRUNE_EVERY): drop tiles that fell out of their
--- granularity's retention. Reads select tiles by window, so a tile kept a little longer
--- changes no value; pruning only bounds the hash.
-if created and nprune > 0 then
-  local base = BASE + nseg * 5
-  for _, field in ipairs(redis.call('HKEYS', key)) do
-    for i = 0, nprune - 1 do
-      local prefix = ARGV[base + i * 2]
-      if string.sub(field, 1, #prefix) == prefix then
-        if tonumber(string.sub(field, #prefix + 1)) < tonumber(ARGV[base + i * 2 + 1]) then
-          redis.call('HDEL', key, field)
+-- Key k's segments are seg + 1 .. seg + nseg, its prunes prune + 1 .. prune + nprune.
+-- Three commands read and write a key whatever its segments (HMGET of the marks, HMGET
+-- of the tiles, one HSET). Returns the segments applied, 0, -1 (above), or the message
+-- "APPLY <k> ..." when a stored record cannot be merged. Redis' own refusals (OOM at
+-- maxmemory) stop the script with their own error, which the client handles.
+local function apply(k, key, seg, nseg, prune, nprune)
+  local applied, ofields = {}, {}
+  for i = seg + 1, seg + nseg do
+    local f = ARGV[OFIELD + i]
+    if applied[f] == nil then applied[f] = false; ofields[#ofields + 1] = f end
+  end
+  local marks = redis.call('HMGET', key, unpack(ofields))
+  for j, f in ipairs(ofields) do applied[f] = tonumber(marks[j] or '-1') end
+  local fields, at = {}, {}
+  for i = seg + 1, seg + nseg do
+    local f = ARGV[OFIELD + i]
+    local lo, mark = tonumber(ARGV[LO + i]), applied[f]
+    if lo <= mark and tonumber(ARGV[HI + i]) > mark then return -1 end
+    local field = ARGV[FIELD + i]
+    if lo > mark and at[field] == nil then fields[#fields + 1] = field; at[field] = #fields end
+  end
+  if #fields == 0 then return 0 end
+  local stored = redis.call('HMGET', key, unpack(fields))
+  local ok, out, created, written = pcall(merge_segments, seg, nseg, applied, fields, at,
+                                          stored)
+  if not ok then return 'APPLY ' .. k .. ' ' .. tostring(out) end
+  redis.call('HSET', key, unpack(out))
+
+  -- A new tile appeared (one in PRUNE_EVERY): drop tiles that fell out of their
+  -- granularity's retention. Reads select tiles by window, so a tile kept a little
+  -- longer changes no value; pruning only bounds the hash.
+  if created and nprune > 0 then
+    for _, field in ipairs(redis.call('HKEYS', key)) do
+      for j = prune + 1, prune + nprune do
+        local prefix = ARGV[PREFIX + j]
+        if string.sub(field, 1, #prefix) == prefix then
+          if tonumber(string.sub(field, #prefix + 1)) < tonumber(ARGV[OLDEST + j]) then
+            redis.call('HDEL', key, field)
+          end
         end
       end
     end
   end
+  redis.call('PEXPIRE', key, ttl)
+  return written
 end
-redis.call('PEXPIRE', key, ARGV[1])
-return written
+
+local results, seg, prune = {}, 0, 0
+for k = 1, nkeys do
+  local nseg, nprune = tonumber(ARGV[COUNTS + k]), tonumber(ARGV[PRUNES + k])
+  local result = apply(k, KEYS[k], seg, nseg, prune, nprune)
+  -- A stored record the script cannot merge: which key, for the client's message.
+  if type(result) == 'string' then return redis.error_reply(result) end
+  results[k] = result
+  seg, prune = seg + nseg, prune + nprune
+end
+return results

@@ -3,8 +3,10 @@
 Writes (`RedisOnlineStore.apply`: `prepare_apply`, which computes without Redis, then
 `send_apply`): the batch is pre-aggregated in Polars by the window engine into partials
 per (entity, source partition, granularity, tile), encoded as binary tile records
-(`featurestore.online.layout`), then applied with ``apply.lua``, one single-key script
-call per entity, pipelined. The script keeps the highest applied
+(`featurestore.online.layout`), then applied with ``apply.lua``: on one Redis (standalone
+or Sentinel) a script call carries up to ``keys_per_call`` entities, its arguments
+sliced from columns built once per batch; on a Cluster one entity per call (a script's
+keys must share a slot). The script keeps the highest applied
 offset per source partition in the same hash and applies only segments above it, so a
 replay after a crash never counts an event twice. A replay cut at other batch
 boundaries than the first attempt (a segment straddling the stored offset) is resent
@@ -16,7 +18,8 @@ window values at the request time by the small-read execution
 (`featurestore.features.small`), no Polars frame on the way, so values decay as time
 passes without new events and a lookup costs little more than its round trip.
 
-Invariants: one key per script call (Redis Cluster works unchanged); a view's keys
+Invariants: each entity's hash is merged on its own, so a call of many keys is only a
+cheaper way to send them, and a Cluster gets one key per call; a view's keys
 carry its version; the hash expires ``view.ttl_ms`` after its last write; a view
 version's meta hash names its record format, and data of another format is refused
 with the fix (`layout.check_format`).
@@ -26,11 +29,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
+from itertools import accumulate
 from typing import Any, Protocol
 
 import hiredis
@@ -63,7 +68,7 @@ from featurestore.online.layout import (
 log = logging.getLogger(__name__)
 _APPLY = files("featurestore.online").joinpath("apply.lua").read_text()
 SCRIPTS = (_APPLY,)
-_KEY, _OFIELD = "__key", "__ofield"
+_KEY, _OFIELD, _FIELD, _G, _AT = "__key", "__ofield", "__field", "__g", "__at"
 _META = ("text", "format", "values")  # what a reader learns from a view version's meta hash
 _RECEIVE_BUFFER = 8 << 20  # bytes of a connection's socket receive buffer (`_roomy`)
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
@@ -85,7 +90,7 @@ class PreparedApply:
     record: Record
     keyed: pl.DataFrame  # the events with their hash keys and offset fields
     time_col: str
-    arguments: list[tuple[str, list[Any], list[Any]]]  # per entity key: segments, prunes
+    arguments: _Segments | None  # the script's arguments; None: no events
 
 
 @dataclass
@@ -105,11 +110,13 @@ class RedisOnlineStore:
         entities: Mapping[str, list[str]],
         prefix: str = "fs",
         pipeline_size: int = 2_000,
+        keys_per_call: int = 100,
     ) -> None:
         self.client = client
         self.entities = dict(entities)  # entity name -> join keys
         self.prefix = prefix.rstrip(":")
-        self.pipeline_size = pipeline_size
+        self.pipeline_size = pipeline_size  # entity keys per round trip
+        self.keys_per_call = keys_per_call  # entity keys per script call (not on a Cluster)
         # A script's SHA is that of its text: known without asking Redis, which learns the
         # script on the first NOSCRIPT (`_pipelined`). `prepare` and `finish` never use
         # the client, so an asyncio client can send what `prepare` builds.
@@ -207,7 +214,7 @@ class RedisOnlineStore:
             text = {n for n, v in view.values.items() if not events.schema[v.column].is_numeric()}
         record = Record(view, frozenset(text))
         if events.is_empty():
-            return PreparedApply(record, events, time_col, [])
+            return PreparedApply(record, events, time_col, None)
         keyed = self._keyed(view, events)
         arguments = self._arguments(record, keyed, time_col, per_event=False)
         return PreparedApply(record, keyed, time_col, arguments)
@@ -215,7 +222,7 @@ class RedisOnlineStore:
     def send_apply(self, prepared: PreparedApply) -> ApplyStats:
         """Write what `prepare_apply` made: one script call per entity, pipelined."""
         stats = ApplyStats()
-        if not prepared.arguments:
+        if prepared.arguments is None:
             return stats
         record, view = prepared.record, prepared.record.view
         if (view.name, view.version) not in self._text:  # first write: the layout to meta
@@ -254,57 +261,72 @@ class RedisOnlineStore:
 
     def _arguments(
         self, record: Record, keyed: pl.DataFrame, time_col: str, *, per_event: bool
-    ) -> list[tuple[str, list[Any], list[Any]]]:
-        """Per entity key: its segment and prune arguments for ``apply.lua``."""
+    ) -> _Segments:
+        """The segments and prunes of every entity key, column by column, for
+        ``apply.lua``. A key's segments go granularity after granularity, each by its
+        lowest source offset: the order the script merges them in."""
         view = record.view
         keys = [_OFIELD, "_offset"] if per_event else [_OFIELD]
-        segments: dict[str, list[Any]] = {}
-        prunes: dict[str, list[Any]] = {}
+        segments: list[pl.DataFrame] = []
+        prunes: list[pl.DataFrame] = []
+        records: list[bytes] = []
         for g in view.tiles_ms:
             segment = tile_partials(keyed, [_KEY], time_col, view.values, g,
                                     offset_col="_offset", keys=keys, spans=True)  # fmt: skip
             segment = segment.sort(_KEY, SPAN_LO)
-            columns = segment.select(_KEY, _OFIELD, SPAN_LO, SPAN_HI, TILE).to_dict(as_series=False)
-            newest: dict[str, int] = {}  # per key, its newest tile of this granularity
-            for key, ofield, lo, hi, tile, rec in zip(
-                *columns.values(), record.encode(segment, g), strict=True
-            ):
-                segments.setdefault(key, []).extend((ofield, lo, hi, f"{g},{tile}", rec))
-                if tile > newest.get(key, tile - 1):
-                    newest[key] = tile
-            keep = -(-view.retention_for(g) // g)  # tiles behind the newest one to keep
-            for key, top in newest.items():
-                prunes.setdefault(key, []).extend((f"{g},", top - keep))
-        return [(key, args, prunes.get(key, [])) for key, args in segments.items()]
+            segments.append(segment.select(
+                _KEY, _OFIELD, SPAN_LO, SPAN_HI,
+                pl.concat_str(pl.lit(f"{g},"), pl.col(TILE).cast(pl.String)).alias(_FIELD),
+                pl.lit(g, pl.Int64).alias(_G),
+                pl.int_range(len(records), len(records) + segment.height).alias(_AT),
+            ))  # fmt: skip
+            records += record.encode(segment, g)
+            # Per key, the oldest tile of this granularity to keep behind its newest one.
+            keep = -(-view.retention_for(g) // g)
+            prunes.append(segment.group_by(_KEY).agg(
+                pl.lit(f"{g},").alias(_FIELD), (pl.col(TILE).max() - keep).alias(TILE),
+                pl.lit(g, pl.Int64).alias(_G),
+            ))  # fmt: skip
+        rows = pl.concat(segments).sort(_KEY, _G, maintain_order=True)
+        cut = pl.concat(prunes).sort(_KEY, _G)
+        counts = rows.group_by(_KEY, maintain_order=True).len()
+        columns = rows.to_dict(as_series=False)
+        return _Segments(
+            keys=counts[_KEY].to_list(),
+            counts=counts["len"].to_list(),
+            prune_counts=cut.group_by(_KEY, maintain_order=True).len()["len"].to_list(),
+            ofields=columns[_OFIELD], lows=columns[SPAN_LO], highs=columns[SPAN_HI],
+            fields=columns[_FIELD], records=[records[i] for i in columns[_AT]],
+            prefixes=cut[_FIELD].to_list(), oldest=cut[TILE].to_list(),
+        )  # fmt: skip
 
-    def _send(
-        self, record: Record, args: list[tuple[str, list[Any], list[Any]]], stats: ApplyStats
-    ) -> list[str]:
-        """Run ``apply.lua`` per entity, pipelined; returns the keys that straddled."""
-        fixed = (str(record.view.ttl_ms), record.kinds(), record.laws())
+    def _send(self, record: Record, segments: _Segments, stats: ApplyStats) -> list[str]:
+        """Run ``apply.lua`` over every key, many keys per call on one Redis (one per
+        call on a Cluster, where a script's keys must share a slot), pipelined; returns
+        the keys that straddled."""
+        fixed = (str(record.view.ttl_ms), record.kinds(), record.laws(), K)
+        per_call = self.keys_per_call if self._packs else 1
+        calls = segments.calls(self._apply_sha, fixed, per_call)
+        per_pipeline = max(1, self.pipeline_size // per_call)
         straddling: list[str] = []
-        for start in range(0, len(args), self.pipeline_size):
-            chunk = args[start : start + self.pipeline_size]
+        for start in range(0, len(calls), per_pipeline):
+            chunk = calls[start : start + per_pipeline]
             try:
-                results = self._pipelined(
-                    [
-                        _apply_command(self._apply_sha, key, fixed, seg, prune)
-                        for key, seg, prune in chunk
-                    ]
-                )
+                replies = self._pipelined([command for _, command in chunk])
             except ResponseError as exc:
                 if type(exc) is not ResponseError:  # NOSCRIPT, OOM...: handled by the caller
                     raise
                 raise _merge_error(record.view, exc) from exc
             crashpoints.reach("online.chunk")
-            for (key, _, _), result in zip(chunk, results, strict=True):
-                stats.entities += 1
-                if result == -1:
-                    straddling.append(key)
-                elif result == 0:
-                    stats.skipped_entities += 1
-                else:
-                    stats.segments += int(result)
+            for (keys, _), results in zip(chunk, replies, strict=True):
+                for key, result in zip(keys, results, strict=True):
+                    stats.entities += 1
+                    if result == -1:
+                        straddling.append(key)
+                    elif result == 0:
+                        stats.skipped_entities += 1
+                    else:
+                        stats.segments += int(result)
         return straddling
 
     def send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
@@ -570,9 +592,13 @@ def _roomy(connection: Any) -> None:
 
 
 def _merge_error(view: FeatureView, exc: ResponseError) -> OnlineMergeError:
-    """The script failed on one entity's hash: which one, and what to do."""
+    """The script failed on one entity's hash ("APPLY <key number> ..."): which one, and
+    what to do."""
     command = getattr(exc, "featurestore_command", None)
-    key = str(command[3]) if command is not None and len(command) > 3 else "an entity's hash"
+    number = re.match(r"APPLY (\d+) ", str(exc))
+    key = "an entity's hash"
+    if command is not None and number is not None and int(number[1]) <= int(command[2]):
+        key = str(command[2 + int(number[1])])
     return OnlineMergeError(
         f"Redis' apply script failed on {key} of view {view.name!r} version {view.version} "
         f"({exc}); the batch is not committed, and the consumer stops rather than skip "
@@ -586,9 +612,41 @@ def _sha(script: str) -> str:
     return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
 
 
-def _apply_command(
-    sha: str, key: str, fixed: tuple[str, str, str], segments: list[str], prune: list[str] | None
-) -> tuple[Any, ...]:
-    prune = prune or []
-    return ("EVALSHA", sha, 1, key, *fixed, len(segments) // 5, len(prune) // 2, K,
-            *segments, *prune)  # fmt: skip
+@dataclass(frozen=True)
+class _Segments:
+    """One view's ``apply.lua`` arguments for a batch, column by column, key after key:
+    per key its segment and prune counts; per segment its offset field, lowest and
+    highest source offset, tile field and record; per prune its tile field prefix and
+    the oldest tile index to keep."""
+
+    keys: list[str]
+    counts: list[int]
+    prune_counts: list[int]
+    ofields: list[str]
+    lows: list[int]
+    highs: list[int]
+    fields: list[str]
+    records: list[bytes]
+    prefixes: list[str]
+    oldest: list[int]
+
+    def calls(
+        self, sha: str, fixed: tuple[Any, ...], per_call: int
+    ) -> list[tuple[list[str], tuple[Any, ...]]]:
+        """``EVALSHA`` commands of up to ``per_call`` keys each, with their keys: every
+        argument list a slice of a column (no command is built argument by argument)."""
+        seg = [0, *accumulate(self.counts)]
+        cut = [0, *accumulate(self.prune_counts)]
+        out = []
+        for a in range(0, len(self.keys), per_call):
+            b = min(a + per_call, len(self.keys))
+            s0, s1, p0, p1 = seg[a], seg[b], cut[a], cut[b]
+            keys = self.keys[a:b]
+            out.append((keys, (
+                "EVALSHA", sha, b - a, *keys, *fixed, s1 - s0, p1 - p0,
+                *self.counts[a:b], *self.prune_counts[a:b],
+                *self.ofields[s0:s1], *self.lows[s0:s1], *self.highs[s0:s1],
+                *self.fields[s0:s1], *self.records[s0:s1],
+                *self.prefixes[p0:p1], *self.oldest[p0:p1],
+            )))  # fmt: skip
+        return out

@@ -343,15 +343,16 @@ def test_a_stored_record_the_script_cannot_merge_stops_with_the_key_and_the_fix(
     store: RedisOnlineStore,
 ) -> None:
     """A tile record damaged in Redis (here: cut short) makes the apply script fail on
-    that entity: the store raises naming the key and the fix, and leaves the offset mark
-    as it was, so nothing of the batch counts as applied there."""
-    first = events(1, seed=5, cards=1)
+    that entity, one of several in the call on one Redis: the store raises naming that
+    key and the fix, and leaves its offset mark as it was, so nothing of the batch
+    counts as applied there."""
+    first = events(60, seed=5, cards=3)
     store.apply(VIEW, first, "ts")
-    key = f"{store.prefix}:{VIEW.name}:v{VIEW.version}:card_000000"
+    key = f"{store.prefix}:{VIEW.name}:v{VIEW.version}:card_000001"
     field = next(f for f in store.client.hkeys(key) if not f.startswith(b"o:"))
     store.client.hset(key, field, b"\x00" * 40)  # a record, by its length, cut short
     mark = store.client.hget(key, "o:payments:0")
-    again = first.with_columns(pl.col("_offset") + 1)  # the same tile, a new offset
+    again = first.with_columns(pl.col("_offset") + 1000)  # the same tiles, new offsets
     with pytest.raises(OnlineMergeError, match=rf"failed on {key} .*delete that key.*backfill"):
         store.apply(VIEW, again, "ts")
     assert store.client.hget(key, "o:payments:0") == mark
