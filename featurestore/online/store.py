@@ -32,7 +32,8 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from itertools import accumulate
@@ -308,15 +309,10 @@ class RedisOnlineStore:
         per_call = self.keys_per_call if self._packs else 1
         calls = segments.calls(self._apply_sha, fixed, per_call)
         per_pipeline = max(1, self.pipeline_size // per_call)
+        chunks = [calls[i : i + per_pipeline] for i in range(0, len(calls), per_pipeline)]
         straddling: list[str] = []
-        for start in range(0, len(calls), per_pipeline):
-            chunk = calls[start : start + per_pipeline]
-            try:
-                replies = self._pipelined([command for _, command in chunk])
-            except ResponseError as exc:
-                if type(exc) is not ResponseError:  # NOSCRIPT, OOM...: handled by the caller
-                    raise
-                raise _merge_error(record.view, exc) from exc
+
+        def take(chunk: list[tuple[list[str], tuple[Any, ...]]], replies: list[Any]) -> None:
             crashpoints.reach("online.chunk")
             for (keys, _), results in zip(chunk, replies, strict=True):
                 for key, result in zip(keys, results, strict=True):
@@ -327,7 +323,51 @@ class RedisOnlineStore:
                         stats.skipped_entities += 1
                     else:
                         stats.segments += int(result)
+
+        try:
+            if self._packs:
+                self._streamed(chunks, take)
+            else:
+                for chunk in chunks:
+                    take(chunk, self._pipelined([command for _, command in chunk]))
+        except ResponseError as exc:
+            if type(exc) is not ResponseError:  # NOSCRIPT, OOM...: handled by the caller
+                raise
+            raise _merge_error(record.view, exc) from exc
         return straddling
+
+    def _streamed(
+        self,
+        chunks: list[list[tuple[list[str], tuple[Any, ...]]]],
+        take: Callable[[list[tuple[list[str], tuple[Any, ...]]], list[Any]], None],
+    ) -> None:
+        """Every chunk's commands on one connection, each chunk in one write, the next
+        chunk sent before this one's replies are taken (`_stream`): Redis runs one chunk
+        while this process reads the replies of the one before and packs the one after,
+        on the machine's other core. A broken connection is retried by the client's
+        retry policy from the first chunk not taken (applying again is idempotent);
+        scripts Redis lost (a restart) are loaded again, once."""
+        done = 0
+
+        def run() -> None:
+            nonlocal done
+            commands = [[command for _, command in chunk] for chunk in chunks[done:]]
+            for replies in _stream(connection, commands):
+                take(chunks[done], replies)
+                done += 1
+
+        connection = self.client.connection_pool.get_connection()
+        try:
+            for attempt in (1, 2):
+                try:
+                    connection.retry.call_with_retry(run, lambda _: connection.disconnect())
+                    return
+                except NoScriptError:
+                    if attempt == 2:
+                        raise
+                    self._load_scripts()
+        finally:
+            self.client.connection_pool.release(connection)
 
     def send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Commands (e.g. from `prepare`) in one pipeline; scripts loaded when Redis
@@ -556,6 +596,40 @@ def _packed(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     finally:
         client.connection_pool.release(connection)
     return _raise_first(commands, replies)
+
+
+def _stream(connection: Any, chunks: list[list[tuple[Any, ...]]]) -> Iterator[list[Any]]:
+    """Each chunk's replies (its first error raised once they are all read), with up to
+    two chunks sent ahead: the next chunk goes out before a chunk's replies are handed
+    over. On any error, or when the caller stops early, the connection is dropped: the
+    replies of a chunk still in flight must never be read as another command's."""
+    sent: deque[list[tuple[Any, ...]]] = deque()
+    upcoming = iter(chunks)
+
+    def send_next() -> None:
+        chunk = next(upcoming, None)
+        if chunk is not None:
+            connection.send_packed_command([b"".join([hiredis.pack_command(c) for c in chunk])])
+            _roomy(connection)
+            sent.append(chunk)
+
+    try:
+        send_next()
+        send_next()
+        while sent:
+            chunk = sent.popleft()
+            replies: list[Any] = []
+            for _ in chunk:
+                try:
+                    replies.append(connection.read_response())
+                except ResponseError as error:
+                    replies.append(error)
+            checked = _raise_first(chunk, replies)
+            send_next()
+            yield checked
+    except BaseException:
+        connection.disconnect()
+        raise
 
 
 def _raise_first(commands: list[tuple[Any, ...]], replies: list[Any]) -> list[Any]:
