@@ -73,6 +73,8 @@ _KEY, _OFIELD, _FIELD, _G, _AT = "__key", "__ofield", "__field", "__g", "__at"
 _META = ("text", "format", "values")  # what a reader learns from a view version's meta hash
 _RECEIVE_BUFFER = 8 << 20  # bytes of a connection's socket receive buffer (`_roomy`)
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+# A script call of the apply: its entity keys and its EVALSHA command.
+_Call = tuple[list[str], tuple[Any, ...]]
 _CELLS = 4_000_000  # doubles of a lookup's dense array (32 MB): more rows go in chunks
 
 
@@ -221,7 +223,7 @@ class RedisOnlineStore:
         return PreparedApply(record, keyed, time_col, arguments)
 
     def send_apply(self, prepared: PreparedApply) -> ApplyStats:
-        """Write what `prepare_apply` made: one script call per entity, pipelined."""
+        """Write what `prepare_apply` made: ``apply.lua`` over every entity, pipelined."""
         stats = ApplyStats()
         if prepared.arguments is None:
             return stats
@@ -312,7 +314,7 @@ class RedisOnlineStore:
         chunks = [calls[i : i + per_pipeline] for i in range(0, len(calls), per_pipeline)]
         straddling: list[str] = []
 
-        def take(chunk: list[tuple[list[str], tuple[Any, ...]]], replies: list[Any]) -> None:
+        def take(chunk: list[_Call], replies: list[Any]) -> None:
             crashpoints.reach("online.chunk")
             for (keys, _), results in zip(chunk, replies, strict=True):
                 for key, result in zip(keys, results, strict=True):
@@ -338,8 +340,8 @@ class RedisOnlineStore:
 
     def _streamed(
         self,
-        chunks: list[list[tuple[list[str], tuple[Any, ...]]]],
-        take: Callable[[list[tuple[list[str], tuple[Any, ...]]], list[Any]], None],
+        chunks: list[list[_Call]],
+        take: Callable[[list[_Call], list[Any]], None],
     ) -> None:
         """Every chunk's commands on one connection, each chunk in one write, the next
         chunk sent before this one's replies are taken (`_stream`): Redis runs one chunk
@@ -704,9 +706,7 @@ class _Segments:
     prefixes: list[str]
     oldest: list[int]
 
-    def calls(
-        self, sha: str, fixed: tuple[Any, ...], per_call: int
-    ) -> list[tuple[list[str], tuple[Any, ...]]]:
+    def calls(self, sha: str, fixed: tuple[Any, ...], per_call: int) -> list[_Call]:
         """``EVALSHA`` commands of up to ``per_call`` keys each, with their keys: every
         argument list a slice of a column (no command is built argument by argument)."""
         seg = [0, *accumulate(self.counts)]
