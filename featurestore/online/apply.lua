@@ -156,6 +156,24 @@ local function merge(a, b)
   return a
 end
 
+-- HMGET and HSET in parts: Lua's unpack takes a few thousand values at most, and a
+-- backfill chunk can touch thousands of one entity's tiles.
+local PART = 1000  -- arguments per command (even: HSET's field/value pairs stay whole)
+local function hmget(key, names)
+  local out = {}
+  for i = 1, #names, PART do
+    local values = redis.call('HMGET', key, unpack(names, i, math.min(i + PART - 1, #names)))
+    for j = 1, #values do out[i + j - 1] = values[j] end
+  end
+  return out
+end
+
+local function hset(key, pairs)
+  for i = 1, #pairs, PART do
+    redis.call('HSET', key, unpack(pairs, i, math.min(i + PART - 1, #pairs)))
+  end
+end
+
 -- The new value of every field the key's segments above its marks touch (the tiles,
 -- then the marks), as HSET arguments; whether a new tile calls for pruning; how many
 -- segments were merged. Raises on a stored record that cannot be decoded.
@@ -206,7 +224,7 @@ local function apply(k, key, seg, nseg, prune, nprune)
     local f = ARGV[OFIELD + i]
     if applied[f] == nil then applied[f] = false; ofields[#ofields + 1] = f end
   end
-  local marks = redis.call('HMGET', key, unpack(ofields))
+  local marks = hmget(key, ofields)
   for j, f in ipairs(ofields) do applied[f] = tonumber(marks[j] or '-1') end
   local fields, at = {}, {}
   for i = seg + 1, seg + nseg do
@@ -217,11 +235,11 @@ local function apply(k, key, seg, nseg, prune, nprune)
     if lo > mark and at[field] == nil then fields[#fields + 1] = field; at[field] = #fields end
   end
   if #fields == 0 then return 0 end
-  local stored = redis.call('HMGET', key, unpack(fields))
+  local stored = hmget(key, fields)
   local ok, out, created, written = pcall(merge_segments, seg, nseg, applied, fields, at,
                                           stored)
   if not ok then return 'APPLY ' .. k .. ' ' .. tostring(out) end
-  redis.call('HSET', key, unpack(out))
+  hset(key, out)
 
   -- A new tile appeared (one in PRUNE_EVERY): drop tiles that fell out of their
   -- granularity's retention. Reads select tiles by window, so a tile kept a little

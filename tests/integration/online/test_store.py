@@ -151,6 +151,33 @@ def test_a_zombie_writer_never_double_counts_nor_loses_events(store: RedisOnline
     assert_close(store.read(VIEW, cards, at, FEATURES), offline(frame, CARDS, at))
 
 
+def test_one_entity_with_thousands_of_tiles_in_one_batch(store: RedisOnlineStore) -> None:
+    """A backfill chunk can touch thousands of one entity's tiles (here 5,000 one-minute
+    tiles of one card, merged into stored ones by a second apply): the script reads and
+    writes them in parts, and the values equal the offline engine's."""
+    n = 5_000
+    frame = pl.DataFrame(
+        {
+            "card_id": ["card_000000"] * n,
+            "amount": [float(i % 97) for i in range(n)],
+            "merchant_id": [f"m{i % 13}" for i in range(n)],
+            "country": ["DE", "FR"] * (n // 2),
+            "ts": [datetime.fromtimestamp((BASE + i * MINUTE) / 1000, UTC) for i in range(n)],
+            "_topic": ["payments"] * n,
+            "_partition": [0] * n,
+            "_offset": list(range(n)),
+        },
+        schema_overrides={"_partition": pl.Int32, "ts": pl.Datetime("ms", "UTC")},
+    )
+    store.apply(VIEW, frame, "ts")
+    again = frame.with_columns(pl.col("_offset") + n)  # the same tiles: every one merged
+    store.apply(VIEW, again, "ts")
+    both = pl.concat([frame, again])
+    at = BASE + n * MINUTE
+    cards = pl.DataFrame({"card_id": ["card_000000"]})
+    assert_close(store.read(VIEW, cards, at, FEATURES), offline(both, ["card_000000"], at))
+
+
 def test_late_events_within_retention_update_their_tile(store: RedisOnlineStore) -> None:
     frame = events(400, seed=4, cards=2)
     store.apply(VIEW, frame, "ts")
