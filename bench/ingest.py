@@ -435,7 +435,7 @@ def run_consumer(
             summary["online"] |= {
                 "evalsha_calls": calls, "evalsha_server_s": round(usec / 1e6, 2),
                 "evalsha_server_us_per_call": round(usec / max(calls, 1), 1),
-                # A call carries up to 100 entities on one Redis: Redis' time per entity.
+                # A call carries up to 20 entities on one Redis: Redis' time per entity.
                 "evalsha_server_us_per_entity": round(
                     usec / max(sum(c.entities for c in shim.calls), 1), 1
                 ),
