@@ -168,6 +168,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _offered(report: dict[str, Any]) -> str:
+    """What the producer sent against the rate asked: below it, the run soaked at the
+    producer's rate (its Python serialiser), not the one asked."""
+    last = report["samples"][-1] if report["samples"] else {"t": 1, "sent": 0}
+    sent = round(last["sent"] / max(last["t"], 1))
+    short = "" if sent >= 0.95 * report["rate"] else " (the producer's bound, not the consumer's)"
+    return f"The producer sent {sent:,} events/s of the {report['rate']:,.0f} asked{short}."
+
+
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [f"# Soak ({report['date'][:10]})", "",
@@ -177,6 +186,7 @@ def markdown(report: dict[str, Any]) -> str:
              f"{report['p99_batch_ms_max']} ms; RSS last third vs middle third "
              f"{report['rss_growth_last_vs_middle_third']:+.1%}: memory "
              f"{'flat' if report['memory_flat'] else '**growing**'}.", "",
+             _offered(report), "",
              "| t (s) | events/s | p99 batch ms | RSS MB |", "|---|---|---|---|"]  # fmt: skip
     lines += [f"| {s['t']} | {s['events_per_s']:,} | {s['p99_batch_ms']} | {s['rss_mb']} |"
               for s in report["samples"]]  # fmt: skip
