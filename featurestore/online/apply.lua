@@ -168,9 +168,10 @@ local function hmget(key, names)
   return out
 end
 
-local function hset(key, pairs)
-  for i = 1, #pairs, PART do
-    redis.call('HSET', key, unpack(pairs, i, math.min(i + PART - 1, #pairs)))
+local function hset(key, fields_and_values)
+  local n = #fields_and_values
+  for i = 1, n, PART do
+    redis.call('HSET', key, unpack(fields_and_values, i, math.min(i + PART - 1, n)))
   end
 end
 
