@@ -583,13 +583,7 @@ def _packed(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     def send() -> list[Any]:
         connection.send_packed_command([packed])  # connects when not connected
         _roomy(connection)
-        replies: list[Any] = []
-        for _ in commands:
-            try:
-                replies.append(connection.read_response())
-            except ResponseError as error:
-                replies.append(error)
-        return replies
+        return _replies(connection, len(commands))
 
     try:
         replies: list[Any] = connection.retry.call_with_retry(
@@ -623,18 +617,24 @@ def _stream(connection: Any, chunks: list[list[tuple[Any, ...]]]) -> Iterator[li
         send_next()
         while sent:
             chunk = sent.popleft()
-            replies: list[Any] = []
-            for _ in chunk:
-                try:
-                    replies.append(connection.read_response())
-                except ResponseError as error:
-                    replies.append(error)
-            checked = _raise_first(chunk, replies)
+            checked = _raise_first(chunk, _replies(connection, len(chunk)))
             send_next()
             yield checked
     except BaseException:
         connection.disconnect()
         raise
+
+
+def _replies(connection: Any, n: int) -> list[Any]:
+    """The next ``n`` replies on ``connection``, an error reply kept in its place (so
+    every reply of a round trip is read before one is raised)."""
+    replies: list[Any] = []
+    for _ in range(n):
+        try:
+            replies.append(connection.read_response())
+        except ResponseError as error:
+            replies.append(error)
+    return replies
 
 
 def _raise_first(commands: list[tuple[Any, ...]], replies: list[Any]) -> list[Any]:
