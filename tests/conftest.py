@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -107,7 +108,15 @@ def new_topic(kafka_admin: AdminClient, unique_name: str) -> Iterator[Callable[.
         )
         futures[name].result(timeout=30)
         created.append(name)
-        return name
+        # The controller has the topic; a broker's metadata may lag a moment behind
+        # (UNKNOWN_TOPIC_OR_PART): wait until it serves every partition.
+        deadline = time.monotonic() + 30
+        while True:
+            topic = kafka_admin.list_topics(name, timeout=10).topics.get(name)
+            if topic is not None and topic.error is None and len(topic.partitions) == partitions:
+                return name
+            assert time.monotonic() < deadline, f"topic {name} has no metadata after 30 s"
+            time.sleep(0.05)
 
     yield create
     if created:
