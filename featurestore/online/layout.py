@@ -64,6 +64,7 @@ ROW = "__entity"
 TILE_MS = "__tile_ms"
 HEADER = 3  # tile ms, tile index, newest event time
 NEWEST = 2  # the header's newest event time (merged by max)
+WRITE_COUNT = "w"  # the field of a hash's write count (`write.lua`'s compare-and-set)
 MIN_RECORD_BYTES = 8 * (HEADER + 1)  # the header and one value's count
 _NAN = float("nan")
 
