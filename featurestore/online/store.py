@@ -28,7 +28,9 @@ with the fix (`layout.check_format`).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
+import os
 import socket
 import time
 from collections import deque
@@ -54,7 +56,7 @@ from featurestore.features.definitions import FeatureView
 from featurestore.features.small import LookupPlan
 from featurestore.online.layout import (
     FORMAT,
-    WRITE_COUNT,
+    WRITE_TOKEN,
     Record,
     Rows,
     check_format,
@@ -132,6 +134,9 @@ class RedisOnlineStore:
         # script on the first NOSCRIPT (`_pipelined`). `prepare` and `finish` never use
         # the client, so an asyncio client can send what `prepare` builds.
         self._write_sha = _sha(_WRITE)
+        # Every write sets a new token on its hash: this store's id, then a counter.
+        writer, counter = os.urandom(6).hex(), itertools.count(1)
+        self._tokens: Callable[[], str] = lambda: f"{writer}.{next(counter)}"
         # One connection's commands (standalone, Sentinel) are packed by hiredis; a
         # cluster client routes each command to its node through its pipeline.
         self._packs = hasattr(client, "connection_pool") and not isinstance(client, RedisCluster)
@@ -233,7 +238,7 @@ class RedisOnlineStore:
     def send_apply(self, prepared: PreparedApply) -> ApplyStats:
         """Write what `prepare_apply` made: read the touched tiles and offset marks of
         every entity, merge the new records into them (`merge`), write them back with
-        ``write.lua`` (compare-and-set on each hash's write count). A hash another writer
+        ``write.lua`` (compare-and-set on each hash's write token). A hash another writer
         changed in between is read, merged and written again; a key whose segments
         straddle its stored offset is computed again from its events above it."""
         stats = ApplyStats()
@@ -386,7 +391,7 @@ class RedisOnlineStore:
         tiles = rows[TILE].to_numpy()[heads]
         created = np.zeros(len(read.keys), dtype=bool)
         created[k[heads[~based & (tiles % PRUNE_EVERY == 0)]]] = True
-        counts = [flat[b] or b"0" for b in read.base.tolist()]
+        tokens = [flat[b] or b"" for b in read.base.tolist()]
         writes = read.writes(
             rows,
             segments.prunes,
@@ -394,7 +399,8 @@ class RedisOnlineStore:
             heads=heads,
             merged=merged,
             created=created,
-            counts=counts,
+            tokens=tokens,
+            new=self._tokens,
         )
         changed = self._write(record, writes)
         written = np.ones(len(read.keys), dtype=bool)
@@ -452,8 +458,8 @@ class RedisOnlineStore:
         chunk sent before this one's replies are taken (`_stream`): Redis runs one chunk
         while this process reads the replies of the one before and packs the one after,
         on the machine's other core. A broken connection is retried by the client's
-        retry policy from the first chunk not taken (a write sent again finds the write
-        count it set, and is read and merged again: nothing counts twice);
+        retry policy from the first chunk not taken (a write sent again finds the token
+        it set, and is read and merged again: nothing counts twice);
         scripts Redis lost (a restart) are loaded again, once."""
         done = 0
 
@@ -814,7 +820,7 @@ class _Segments:
         return _Segments(pl.concat([p.rows for p in parts]), pl.concat([p.prunes for p in parts]))
 
     def read(self) -> _Read:
-        """The ``HMGET`` of each key's write count, offset marks and touched tiles, and
+        """The ``HMGET`` of each key's write token, offset marks and touched tiles, and
         where each segment's mark and stored tile are in the replies."""
         k = self.rows[_KEY].rle_id().to_numpy().astype(np.int64)
         first = np.flatnonzero(np.diff(k, prepend=-1))
@@ -822,7 +828,7 @@ class _Segments:
         op, ofields, m = _places(k, self.rows[_OFIELD], len(keys))
         fp, fields, n = _places(k, self.rows[_FIELD], len(keys))
         o_end, f_end = np.cumsum(m).tolist(), np.cumsum(n).tolist()
-        commands = [("HMGET", key, WRITE_COUNT, *ofields[a - i : a], *fields[b - j : b])
+        commands = [("HMGET", key, WRITE_TOKEN, *ofields[a - i : a], *fields[b - j : b])
                     for key, a, i, b, j in zip(keys, o_end, m.tolist(), f_end, n.tolist(),
                                                strict=True)]  # fmt: skip
         base = np.concatenate(([0], np.cumsum(1 + m + n)[:-1]))
@@ -880,10 +886,11 @@ class _Read:
         heads: np.ndarray,
         merged: list[bytes],
         created: np.ndarray,
-        counts: list[bytes],
+        tokens: list[bytes],
+        new: Callable[[], str],
     ) -> list[tuple[str, list[Any]]]:
-        """Per key written, its ``write.lua`` arguments: the write count read, the
-        pairs (tiles merged, offset marks, next write count), the prunes when asked."""
+        """Per key written, its ``write.lua`` arguments: the write token read, the
+        pairs (tiles merged, offset marks, new write token), the prunes when asked."""
         chain_keys = self.k[heads]
         fields: list[str] = rows[_FIELD].gather(heads).to_list()
         marks = (
@@ -915,11 +922,11 @@ class _Read:
         out = []
         for j, a, b, c, d in zip(touched.tolist(), chain_at, chain_end, mark_at, mark_end,
                                  strict=True):  # fmt: skip
-            key, count = self.keys[j], counts[j]
+            key, token = self.keys[j], tokens[j]
             extra = by_key.get(key, ())
-            args = [count, b - a + d - c + 1, len(extra) // 2]
+            args = [token, b - a + d - c + 1, len(extra) // 2]
             args += tiles[2 * a : 2 * b]
             args += mark_pairs[2 * c : 2 * d]
-            args += (WRITE_COUNT, int(count) + 1, *extra)
+            args += (WRITE_TOKEN, new(), *extra)
             out.append((key, args))
         return out

@@ -1,17 +1,18 @@
 -- Write merged tile records to entity hashes, each hash only if no one wrote it since
--- the caller read it (compare-and-set on its write count). The caller merged the
--- records itself (featurestore/online/merge.py); the layout is in
+-- the caller read it (compare-and-set on its write token, field 'w', which every write
+-- sets anew: the writer's id and a counter, so a token never comes back). The caller
+-- merged the records itself (featurestore/online/merge.py); the layout is in
 -- featurestore/online/layout.py.
 --
 -- KEYS     entity hashes: many per call on one Redis, one per call on a Cluster (a
 --          script's keys must share a slot)
 -- ARGV[1]  key TTL in ms
--- then per key, in KEYS order: the write count the caller read ("0": none), n, p, then
--- n field/value pairs to set (tiles, offset marks and the next write count), then p
+-- then per key, in KEYS order: the write token the caller read ("": none), n, p, then
+-- n field/value pairs to set (tiles, offset marks and the new write token), then p
 -- prunes (tile field prefix "<g>,", oldest tile index of that granularity to keep).
 --
--- Returns one number per key: 1 written, 0 not written (the hash's write count is not
--- the one read: another writer came between; the caller reads and merges again).
+-- Returns one number per key: 1 written, 0 not written (the hash's token is not the
+-- one read: another writer came between; the caller reads and merges again).
 local ttl = ARGV[1]
 local PART = 1000  -- arguments per HSET (even: field/value pairs stay whole)
 local out, a = {}, 2
@@ -19,7 +20,7 @@ for k = 1, #KEYS do
   local key = KEYS[k]
   local expected, n, p = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local first, last = a + 3, a + 2 + 2 * n
-  if (redis.call('HGET', key, 'w') or '0') ~= expected then
+  if (redis.call('HGET', key, 'w') or '') ~= expected then
     out[k] = 0
   else
     for i = first, last, PART do
