@@ -3,14 +3,16 @@
 Writes (`RedisOnlineStore.apply`: `prepare_apply`, which computes without Redis, then
 `send_apply`): the batch is pre-aggregated in Polars by the window engine into partials
 per (entity, source partition, granularity, tile), encoded as binary tile records
-(`featurestore.online.layout`), then applied with ``apply.lua``: on one Redis (standalone
-or Sentinel) a script call carries up to ``keys_per_call`` entities, its arguments
-sliced from columns built once per batch; on a Cluster one entity per call (a script's
-keys must share a slot). The script keeps the highest applied
-offset per source partition in the same hash and applies only segments above it, so a
-replay after a crash never counts an event twice. A replay cut at other batch
-boundaries than the first attempt (a segment straddling the stored offset) is resent
-for that entity one event per segment.
+(`featurestore.online.layout`); then each entity hash's write token, offset marks and
+touched tiles are read (one ``HMGET`` each, pipelined), the new records merged into the
+stored ones here (`featurestore.online.merge`, numpy over the whole batch), and the
+results written with ``write.lua``: per hash, only if its token is still the one read,
+the merged tiles, the new marks and a new token in one ``HSET`` (many hashes per call on
+one Redis, one per call on a Cluster, where a script's keys must share a slot). A hash
+changed in between is read, merged and written again. Only segments above a hash's
+stored offset mark of their partition are merged, so a replay after a crash never
+counts an event twice; a replay cut at other batch boundaries than the first attempt (a
+segment straddling the mark) is computed again from that entity's events above it.
 
 Reads (`RedisOnlineStore.lookup`, `read`, `read_many`): one ``HVALS`` per (view,
 entity), every view of a lookup in ONE pipeline; the binary records are merged into
@@ -18,8 +20,9 @@ window values at the request time by the small-read execution
 (`featurestore.features.small`), no Polars frame on the way, so values decay as time
 passes without new events and a lookup costs little more than its round trip.
 
-Invariants: each entity's hash is merged on its own, so a call of many keys is only a
-cheaper way to send them, and a Cluster gets one key per call; a view's keys
+Invariants: each entity's hash is written on its own (compare-and-set on its token), so
+a call of many keys is only a cheaper way to send them, and a Cluster gets one key per
+call; a hash's offset marks are written in the same ``HSET`` as its tiles; a view's keys
 carry its version; the hash expires ``view.ttl_ms`` after its last write; a view
 version's meta hash names its record format, and data of another format is refused
 with the fix (`layout.check_format`).
