@@ -51,7 +51,7 @@ import polars as pl
 from featurestore.errors import ConfigError
 from featurestore.features.aggregates import TILE, partial_column
 from featurestore.features.definitions import FeatureView
-from featurestore.features.spec import LATEST, PARTS, Part, kept
+from featurestore.features.spec import PARTS, Part, kept
 
 FORMAT = 3
 ENTITY_SEPARATOR = "\x1f"
