@@ -16,14 +16,15 @@ whole topic with a fresh group:
 
 events/s: from the end of the first batch to the end of the last (group join and close
 excluded; wall_s has them). Per batch: `process` latency, split into decode, validate
-(`split`), watermarks (`Watermarks.split`), sink (Parquet write), online (`store.apply`; in it
-aggregate = `_arguments`, the Polars pre-aggregation and script arguments, and redis =
-`_send`, the pipelined EVALSHA), commit and other (source columns, dead letters); poll %: the
-steady window's share outside `process`. features also gives entity applies (script calls)
-and segments per second, Redis' own EVALSHA time (INFO commandstats), a check of the online
-7-day counts of 200 cards against the offline Parquet (PASS/FAIL), and a cProfile of one full
-batch's applies replayed under new offsets. The machine is shared: compare ratios within one
-run.
+(`split`), watermarks (`Watermarks.split`), sink (Parquet write), online (`store.apply`; in
+it aggregate = `_arguments`, the Polars pre-aggregation into tile records, and send =
+`_send`, the reads of the hashes, the merge in the consumer and the guarded writes), commit
+and other (source columns, dead letters); poll %: the steady window's share outside
+`process`. features also gives entity applies and segments per second, Redis' own time per
+entity (INFO commandstats: every command, and `write.lua`'s), a check of the online 7-day
+counts of 200 cards against the offline Parquet (PASS/FAIL), and a cProfile of one full
+batch's applies replayed under new offsets. The machine is shared: compare ratios within
+one run.
 
     .venv/bin/python bench/ingest.py [--quick] [--events N] [--cards C] [--redis URL]
 """
@@ -75,8 +76,8 @@ SCHEMA = (ROOT / "schemas" / "card_payment.v1.avsc").read_text()
 RESULTS = ROOT / "bench" / "results" / "ingest.json"
 EXAMPLE = ROOT / "consumers" / "payments.toml"  # its entities, views and online sink
 STEPS = ("decode", "validate", "watermarks", "sink", "online", "commit")  # + other
-ONLINE_STEPS = ("aggregate", "redis")  # inside online
-SPLIT = ("decode", "validate", "watermarks", "sink", "online", "aggregate", "redis", "commit",
+ONLINE_STEPS = ("aggregate", "send")  # inside online
+SPLIT = ("decode", "validate", "watermarks", "sink", "online", "aggregate", "send", "commit",
          "other")  # fmt: skip
 TARGET = 100_000  # events/s per process with the example views' Redis and Parquet sinks
 CHECKED = ("card_spend", "amount_count_7d")  # the online value checked against Parquet
@@ -342,7 +343,7 @@ class Shim:
         store.prepare_apply = kept_prepare  # type: ignore[method-assign]
         store.send_apply = counted_send  # type: ignore[method-assign]
         store._arguments = self.timed("aggregate", store._arguments)  # type: ignore[method-assign]
-        store._send = self.timed("redis", store._send)  # type: ignore[method-assign]
+        store._send = self.timed("send", store._send)  # type: ignore[method-assign]
         split = self.timed("watermarks", runtime.watermarks.split)
         runtime.watermarks.split = split  # type: ignore[method-assign]
 
@@ -375,7 +376,7 @@ class Shim:
                 "entity_applies_per_s": round(applies / window),
                 "segments_per_s": round(segments / window),
                 "entity_applies_per_online_s": round(applies / steps["online"]),
-                "entity_applies_per_redis_s": round(applies / steps["redis"]),
+                "entity_applies_per_send_s": round(applies / steps["send"]),
                 "entity_applies_per_batch": round(applies / len(steady)),
                 "events_per_online_s": round(counted / steps["online"]),
             }  # fmt: skip
@@ -414,7 +415,7 @@ def run_consumer(
             stack.callback(redis.close)
             stack.callback(delete_keys, redis, bench.topic)
             store = RedisOnlineStore(redis, definition.join_keys, prefix=bench.topic)
-            before = evalsha(redis)
+            before = redis_time(redis)
         kafka = {"bootstrap.servers": bench.bootstrap}
         runtime = ConsumerRuntime(definition, kafka, client, offline, online=store)
         if not batch_path:
@@ -431,14 +432,17 @@ def run_consumer(
         rows = scan_events(offline, subject).select(pl.len()).collect().item()
         summary = shim.summary(stats.events_in)
         if store is not None:
-            calls, usec = (a - b for a, b in zip(evalsha(store.client), before, strict=True))
+            calls, usec, total = (a - b for a, b in zip(redis_time(store.client), before,
+                                                        strict=True))  # fmt: skip
+            entities = max(sum(c.entities for c in shim.calls), 1)
             summary["online"] |= {
                 "evalsha_calls": calls, "evalsha_server_s": round(usec / 1e6, 2),
                 "evalsha_server_us_per_call": round(usec / max(calls, 1), 1),
                 # A call carries up to 20 entities on one Redis: Redis' time per entity.
-                "evalsha_server_us_per_entity": round(
-                    usec / max(sum(c.entities for c in shim.calls), 1), 1
-                ),
+                "evalsha_server_us_per_entity": round(usec / entities, 1),
+                # Every command (the reads of the hashes too): what a write costs Redis.
+                "redis_server_s": round(total / 1e6, 2),
+                "redis_server_us_per_entity": round(total / entities, 1),
             }  # fmt: skip
             fresh = RedisOnlineStore(store.client, definition.join_keys, prefix=bench.topic)
             extra["check"] = verify(fresh, definition.views, offline, subject)
@@ -451,10 +455,13 @@ def run_consumer(
     }  # fmt: skip
 
 
-def evalsha(client: Any) -> tuple[int, int]:
-    """(calls, microseconds) Redis has spent in EVALSHA since its start (or CONFIG RESETSTAT)."""
-    stats = client.info("commandstats").get("cmdstat_evalsha", {})
-    return int(stats.get("calls", 0)), int(stats.get("usec", 0))
+def redis_time(client: Any) -> tuple[int, int, int]:
+    """EVALSHA calls and microseconds, and microseconds of every command, Redis has spent
+    since its start (or CONFIG RESETSTAT)."""
+    stats = client.info("commandstats")
+    script = stats.get("cmdstat_evalsha", {})
+    total = sum(int(s.get("usec", 0)) for s in stats.values())
+    return int(script.get("calls", 0)), int(script.get("usec", 0)), total
 
 
 def delete_keys(client: Any, prefix: str) -> None:
@@ -558,12 +565,13 @@ def online_lines(result: dict[str, Any]) -> list[str]:
         f"segments/s over the run ({o['entity_applies_per_batch']:,} entity applies per full "
         f"batch, both views); per second inside `online`: {o['entity_applies_per_online_s']:,}"
         f" applies, {o['events_per_online_s']:,} events; inside `_send`: "
-        f"{o['entity_applies_per_redis_s']:,} applies.",
-        f"- Per batch: online {ms['online']} ms = aggregate {ms['aggregate']} ms + redis "
-        f"{ms['redis']} ms + {round(ms['online'] - ms['aggregate'] - ms['redis'], 1)} ms else; "
-        f"Redis' own EVALSHA time {o['evalsha_server_us_per_entity']} us per entity "
-        f"({o['evalsha_server_us_per_call']} us per call), "
-        f"{o['evalsha_server_s']} s in all ({o['evalsha_calls']:,} calls; INFO commandstats).",
+        f"{o['entity_applies_per_send_s']:,} applies.",
+        f"- Per batch: online {ms['online']} ms = aggregate {ms['aggregate']} ms + send "
+        f"{ms['send']} ms + {round(ms['online'] - ms['aggregate'] - ms['send'], 1)} ms else; "
+        f"Redis' own time {o['redis_server_us_per_entity']} us per entity, every command "
+        f"({o['redis_server_s']} s in all), of which `write.lua` "
+        f"{o['evalsha_server_us_per_entity']} us ({o['evalsha_server_us_per_call']} us per "
+        f"call, {o['evalsha_calls']:,} calls; INFO commandstats).",
         f"- Check: {check['feature']} at now over {check['cards']} cards (the 20 busiest, the "
         f"rest at random): online {check['online']:,}, Parquet {check['parquet']:,}, "
         f"{check['cards_differing']} cards differ: **{check['result']}**.",
@@ -677,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{info['redis']}; Python {info['python']}, polars {info['versions'].get('polars')}, "
         f"librdkafka {info['versions']['librdkafka']}, redis-py {info['versions'].get('redis')}, "
         f"hiredis {info['versions'].get('hiredis')}. events/s over the steady window; split "
-        "columns are % of batch (`process`) time, aggregate and redis being parts of online; "
+        "columns are % of batch (`process`) time, aggregate and send being parts of online; "
         "poll % is the window's share outside `process`. features = shipped + the views of "
         "consumers/payments.toml to Redis.\n",
     ]

@@ -576,7 +576,7 @@ def run(args: argparse.Namespace, console: Console, client: Any, prefix: str) ->
     for view in all_views:
         store.register(view, {n for n in view.values if not past.events[n].dtype.is_numeric()})
     loaded = load(store, all_views, past, args.batch_minutes * MINUTE_MS)
-    console.print(f"loaded in {loaded['batches']} batches: {loaded['script_calls']:,} apply.lua "
+    console.print(f"loaded in {loaded['batches']} batches: {loaded['script_calls']:,} write.lua "
                   f"calls in {loaded['seconds']} s ({loaded['events_per_s']:,} events/s, "
                   "each into 5 views)")  # fmt: skip
     bench = Bench(client, store, all_views, past.end_ms,

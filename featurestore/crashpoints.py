@@ -12,7 +12,7 @@ The points, in the order one batch reaches them:
 - ``decode``: decoded and validated, nothing written;
 - ``offline.temporary``: a Parquet file written under its temporary name, not renamed;
 - ``offline.written``: the batch's Parquet files in place;
-- ``online.chunk``: one pipeline of ``apply.lua`` calls executed (a view half applied
+- ``online.chunk``: one pipeline of ``write.lua`` calls executed (a view half written
   when it needs several; between views otherwise);
 - ``online.applied``: every view applied to Redis;
 - ``commit.letters``: the transaction open, the dead letters produced into it;

@@ -31,7 +31,8 @@ class OnlineStoreUnavailableError(FeatureStoreError):
 
 
 class OnlineMergeError(FeatureStoreError):
-    """Redis' apply script failed on an entity's hash (a stored record it cannot merge)."""
+    """An entity's hash holds a record the apply cannot merge, or other writers kept
+    changing its hashes under it."""
 
 
 class MissingToolError(FeatureStoreError):

@@ -33,8 +33,8 @@ without the field names. Which parts a value keeps follows from the view's featu
 so the meta hash's ``values`` names them: a version's features cannot change under
 stored records (`RedisOnlineStore.register`).
 
-Invariants: records are only ever merged by ``apply.lua`` with the merge laws of
-`featurestore.features.spec`; a record decoded here is an engine partial row (the
+Invariants: records are only ever merged by `featurestore.online.merge`, with the
+merge laws of `featurestore.features.spec`; a record decoded here is an engine partial row (the
 parts it does not keep are null).
 """
 
@@ -51,19 +51,15 @@ import polars as pl
 from featurestore.errors import ConfigError
 from featurestore.features.aggregates import TILE, partial_column
 from featurestore.features.definitions import FeatureView
-from featurestore.features.spec import LATEST, PARTS, Part, kept
+from featurestore.features.spec import PARTS, Part, kept
 
 FORMAT = 3
-# The merge law of a part, for apply.lua: 'a' add, 'n' min, 'x' max; of `latest`, 'v'
-# the value, 't' its time, 'o' its offset. A record's laws (`Record.laws`) are these
-# chars per kept part, so the script's positions derive from the one table too.
-_LAW_CHAR = {p.name: {"add": "a", "min": "n", "max": "x"}.get(p.merge)
-             or "vto"[LATEST.index(p.name)] for p in PARTS}  # fmt: skip
 ENTITY_SEPARATOR = "\x1f"
 ROW = "__entity"
 TILE_MS = "__tile_ms"
 HEADER = 3  # tile ms, tile index, newest event time
 NEWEST = 2  # the header's newest event time (merged by max)
+WRITE_TOKEN = "w"  # the field of a hash's write token (`write.lua`'s compare-and-set)
 MIN_RECORD_BYTES = 8 * (HEADER + 1)  # the header and one value's count
 _NAN = float("nan")
 
@@ -213,20 +209,9 @@ class Record:
         """The slot of the tile's newest event time (of any value): in the header."""
         return NEWEST
 
-    def laws(self) -> str:
-        """The merge law of every kept part for ``apply.lua``: one char per part
-        (`_LAW_CHAR`), value after value, separated by commas."""
-        return ",".join("".join(_LAW_CHAR[p.name] for p in self.parts[n]) for n in self.names)
-
     @property
     def fixed_only(self) -> bool:
         return not self.sketched and not self.texts
-
-    def kinds(self) -> str:
-        """The record's value kinds for ``apply.lua``, one char per value: ``p`` plain,
-        ``s`` with a sketch, ``t`` text, ``u`` text with a sketch."""
-        kind = {(False, False): "p", (True, False): "s", (False, True): "t", (True, True): "u"}
-        return "".join(kind[(n in self.sketched, n in self.texts)] for n in self.names)
 
     # --- encode -------------------------------------------------------------------------
 
@@ -356,5 +341,5 @@ def _split(sketches: pl.Series) -> list[bytes]:
     flat = sketches.explode().drop_nulls().cast(pl.Float64).to_numpy().astype("<f8")
     buffer = flat.tobytes()
     ends = (8 * np.cumsum(sizes)).tolist()
-    starts = [0, *ends[:-1]]
+    starts = [0, *ends[:-1]][: len(ends)]
     return [buffer[a:b] for a, b in zip(starts, ends, strict=True)]

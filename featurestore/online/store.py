@@ -3,14 +3,16 @@
 Writes (`RedisOnlineStore.apply`: `prepare_apply`, which computes without Redis, then
 `send_apply`): the batch is pre-aggregated in Polars by the window engine into partials
 per (entity, source partition, granularity, tile), encoded as binary tile records
-(`featurestore.online.layout`), then applied with ``apply.lua``: on one Redis (standalone
-or Sentinel) a script call carries up to ``keys_per_call`` entities, its arguments
-sliced from columns built once per batch; on a Cluster one entity per call (a script's
-keys must share a slot). The script keeps the highest applied
-offset per source partition in the same hash and applies only segments above it, so a
-replay after a crash never counts an event twice. A replay cut at other batch
-boundaries than the first attempt (a segment straddling the stored offset) is resent
-for that entity one event per segment.
+(`featurestore.online.layout`); then each entity hash's write token, offset marks and
+touched tiles are read (one ``HMGET`` each, pipelined), the new records merged into the
+stored ones here (`featurestore.online.merge`, numpy over the whole batch), and the
+results written with ``write.lua``: per hash, only if its token is still the one read,
+the merged tiles, the new marks and a new token in one ``HSET`` (many hashes per call on
+one Redis, one per call on a Cluster, where a script's keys must share a slot). A hash
+changed in between is read, merged and written again. Only segments above a hash's
+stored offset mark of their partition are merged, so a replay after a crash never
+counts an event twice; a replay cut at other batch boundaries than the first attempt (a
+segment straddling the mark) is computed again from that entity's events above it.
 
 Reads (`RedisOnlineStore.lookup`, `read`, `read_many`): one ``HVALS`` per (view,
 entity), every view of a lookup in ONE pipeline; the binary records are merged into
@@ -18,8 +20,9 @@ window values at the request time by the small-read execution
 (`featurestore.features.small`), no Polars frame on the way, so values decay as time
 passes without new events and a lookup costs little more than its round trip.
 
-Invariants: each entity's hash is merged on its own, so a call of many keys is only a
-cheaper way to send them, and a Cluster gets one key per call; a view's keys
+Invariants: each entity's hash is written on its own (compare-and-set on its token), so
+a call of many keys is only a cheaper way to send them, and a Cluster gets one key per
+call; a hash's offset marks are written in the same ``HSET`` as its tiles; a view's keys
 carry its version; the hash expires ``view.ttl_ms`` after its last write; a view
 version's meta hash names its record format, and data of another format is refused
 with the fix (`layout.check_format`).
@@ -28,18 +31,21 @@ with the fix (`layout.check_format`).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
-import re
+import os
 import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from importlib.resources import files
-from itertools import accumulate
+from itertools import chain
 from typing import Any, Protocol
 
 import hiredis
+import numpy as np
 import polars as pl
 from redis.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -50,10 +56,10 @@ from featurestore import crashpoints
 from featurestore.errors import ConfigError, OnlineMergeError
 from featurestore.features.aggregates import SPAN_HI, SPAN_LO, TILE, tile_partials
 from featurestore.features.definitions import FeatureView
-from featurestore.features.sketch import K
 from featurestore.features.small import LookupPlan
 from featurestore.online.layout import (
     FORMAT,
+    WRITE_TOKEN,
     Record,
     Rows,
     check_format,
@@ -65,11 +71,15 @@ from featurestore.online.layout import (
     tile_records,
     view_prefix,
 )
+from featurestore.online.merge import damaged, merge_grouped
 
 log = logging.getLogger(__name__)
-_APPLY = files("featurestore.online").joinpath("apply.lua").read_text()
-SCRIPTS = (_APPLY,)
+_WRITE = files("featurestore.online").joinpath("write.lua").read_text()
+SCRIPTS = (_WRITE,)
+PRUNE_EVERY = 8  # a batch asks to prune a hash when it creates a tile of an index divisible by this
+_ATTEMPTS = 20  # reads-merges-writes of a key that another writer keeps changing, at most
 _KEY, _OFIELD, _FIELD, _G, _AT = "__key", "__ofield", "__field", "__g", "__at"
+_RECORD = "__record"
 _META = ("text", "format", "values")  # what a reader learns from a view version's meta hash
 _RECEIVE_BUFFER = 8 << 20  # bytes of a connection's socket receive buffer (`_roomy`)
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
@@ -126,7 +136,10 @@ class RedisOnlineStore:
         # A script's SHA is that of its text: known without asking Redis, which learns the
         # script on the first NOSCRIPT (`_pipelined`). `prepare` and `finish` never use
         # the client, so an asyncio client can send what `prepare` builds.
-        self._apply_sha = _sha(_APPLY)
+        self._write_sha = _sha(_WRITE)
+        # Every write sets a new token on its hash: this store's id, then a counter.
+        writer, counter = os.urandom(6).hex(), itertools.count(1)
+        self._tokens: Callable[[], str] = lambda: f"{writer}.{next(counter)}"
         # One connection's commands (standalone, Sentinel) are packed by hiredis; a
         # cluster client routes each command to its node through its pipeline.
         self._packs = hasattr(client, "connection_pool") and not isinstance(client, RedisCluster)
@@ -222,28 +235,61 @@ class RedisOnlineStore:
         if events.is_empty():
             return PreparedApply(record, events, time_col, None)
         keyed = self._keyed(view, events)
-        arguments = self._arguments(record, keyed, time_col, per_event=False)
+        arguments = self._arguments(record, keyed, time_col)
         return PreparedApply(record, keyed, time_col, arguments)
 
     def send_apply(self, prepared: PreparedApply) -> ApplyStats:
-        """Write what `prepare_apply` made: ``apply.lua`` over every entity, pipelined."""
+        """Write what `prepare_apply` made: read the touched tiles and offset marks of
+        every entity, merge the new records into them (`merge`), write them back with
+        ``write.lua`` (compare-and-set on each hash's write token). A hash another writer
+        changed in between is read, merged and written again; a key whose segments
+        straddle its stored offset is computed again from its events above it."""
         stats = ApplyStats()
         if prepared.arguments is None:
             return stats
         record, view = prepared.record, prepared.record.view
         if (view.name, view.version) not in self._text:  # first write: the layout to meta
             self.register(view, set(record.text_values))
-        straddling = self._send(record, prepared.arguments, stats)
-        if straddling:
-            stats.resent_entities = len(straddling)
-            retry = prepared.keyed.filter(pl.col(_KEY).is_in(straddling))
-            per_event = self._arguments(record, retry, prepared.time_col, per_event=True)
-            again = self._send(record, per_event, stats)
-            if again:  # pragma: no cover - one event per segment cannot straddle
-                raise RuntimeError(f"offset guard refused single events for {again[:3]}")
+        pending = prepared.arguments
+        for attempt in range(_ATTEMPTS):
+            changed, straddling = self._send(record, pending, stats, first=attempt == 0)
+            again = [pending.only(changed)] if changed else []
+            if straddling:
+                if attempt == 0:
+                    stats.resent_entities = len(straddling)
+                again.append(self._above(record, prepared, straddling))
+            if not again:
+                break
+            pending = _Segments.joined(again)
+        else:
+            raise OnlineMergeError(
+                f"view {view.name!r} version {view.version}: "
+                f"{pending.rows[_KEY].n_unique()} entity hashes (e.g. "
+                f"{pending.rows[_KEY][0]}) changed under this writer {_ATTEMPTS} times in a "
+                "row; other writers are writing them without pause (another consumer group "
+                "on the same view version?). The batch is not committed; stop the other "
+                "writer, then start the consumer again"
+            )
         # The version has online state from now on (what `views promote` checks).
         self.client.hset(self._meta_key(view), "last_write", str(time.time_ns() // 1_000_000))
         return stats
+
+    def _above(
+        self, record: Record, prepared: PreparedApply, marks: dict[str, dict[str, int]]
+    ) -> _Segments:
+        """The segments of the keys in ``marks`` from their events above each stored
+        offset mark only (a replay cut at other batch boundaries than the first run)."""
+        stored = pl.DataFrame(
+            [(key, ofield, mark) for key, held in marks.items() for ofield, mark in held.items()],
+            schema={_KEY: pl.String, _OFIELD: pl.String, "__mark": pl.Int64}, orient="row",
+        )  # fmt: skip
+        above = (
+            prepared.keyed.filter(pl.col(_KEY).is_in(list(marks)))
+            .join(stored, on=[_KEY, _OFIELD], how="left")
+            .filter(pl.col("_offset") > pl.col("__mark").fill_null(-1))
+            .drop("__mark")
+        )
+        return self._arguments(record, above, prepared.time_col)
 
     def _keyed(self, view: FeatureView, events: pl.DataFrame) -> pl.DataFrame:
         """``events`` with each row's hash key and offset field."""
@@ -265,14 +311,12 @@ class RedisOnlineStore:
                 f"given; known entities: {', '.join(sorted(self.entities)) or 'none'}"
             ) from None
 
-    def _arguments(
-        self, record: Record, keyed: pl.DataFrame, time_col: str, *, per_event: bool
-    ) -> _Segments:
-        """The segments and prunes of every entity key, column by column, for
-        ``apply.lua``. A key's segments go granularity after granularity, each by its
-        lowest source offset: the order the script merges them in."""
+    def _arguments(self, record: Record, keyed: pl.DataFrame, time_col: str) -> _Segments:
+        """The segments and prunes of every entity key, column by column. A key's
+        segments go granularity after granularity, each by its lowest source offset: the
+        order they are merged in."""
         view = record.view
-        keys = [_OFIELD, "_offset"] if per_event else [_OFIELD]
+        keys = [_OFIELD]
         segments: list[pl.DataFrame] = []
         prunes: list[pl.DataFrame] = []
         records: list[bytes] = []
@@ -281,7 +325,7 @@ class RedisOnlineStore:
                                     offset_col="_offset", keys=keys, spans=True)  # fmt: skip
             segment = segment.sort(_KEY, SPAN_LO)
             segments.append(segment.select(
-                _KEY, _OFIELD, SPAN_LO, SPAN_HI,
+                _KEY, _OFIELD, SPAN_LO, SPAN_HI, TILE,
                 pl.concat_str(pl.lit(f"{g},"), pl.col(TILE).cast(pl.String)).alias(_FIELD),
                 pl.lit(g, pl.Int64).alias(_G),
                 pl.int_range(len(records), len(records) + segment.height).alias(_AT),
@@ -294,71 +338,138 @@ class RedisOnlineStore:
                 pl.lit(g, pl.Int64).alias(_G),
             ))  # fmt: skip
         rows = pl.concat(segments).sort(_KEY, _G, maintain_order=True)
-        cut = pl.concat(prunes).sort(_KEY, _G)
-        counts = rows.group_by(_KEY, maintain_order=True).len()
-        columns = rows.to_dict(as_series=False)
+        stored = pl.Series(_RECORD, records, dtype=pl.Binary)
         return _Segments(
-            keys=counts[_KEY].to_list(),
-            counts=counts["len"].to_list(),
-            prune_counts=cut.group_by(_KEY, maintain_order=True).len()["len"].to_list(),
-            ofields=columns[_OFIELD], lows=columns[SPAN_LO], highs=columns[SPAN_HI],
-            fields=columns[_FIELD], records=[records[i] for i in columns[_AT]],
-            prefixes=cut[_FIELD].to_list(), oldest=cut[TILE].to_list(),
-        )  # fmt: skip
+            rows.with_columns(stored.gather(rows[_AT])).drop(_AT, _G),
+            pl.concat(prunes).sort(_KEY, _G).drop(_G),
+        )
 
-    def _send(self, record: Record, segments: _Segments, stats: ApplyStats) -> list[str]:
-        """Run ``apply.lua`` over every key, many keys per call on one Redis (one per
-        call on a Cluster, where a script's keys must share a slot), pipelined; returns
-        the keys that straddled."""
-        fixed = (str(record.view.ttl_ms), record.kinds(), record.laws(), K)
+    def _send(
+        self, record: Record, segments: _Segments, stats: ApplyStats, *, first: bool
+    ) -> tuple[list[str], dict[str, dict[str, int]]]:
+        """Read, merge and write every key of ``segments`` once, array by array (no
+        Python step per segment); returns the keys another writer changed between the
+        read and the write (nothing written to them), and the keys whose segments
+        straddle a stored offset mark, with their marks (nothing written to them either).
+        """
+        read = segments.read()
+        replies = self._read(read.commands)
+        flat = list(chain.from_iterable(replies))
+        marks = np.array([-1 if m is None else int(m) for m in map(flat.__getitem__,
+                          read.mark_at.tolist())], dtype=np.int64)  # fmt: skip
+        rows = segments.rows
+        k, low, high = read.k, rows[SPAN_LO].to_numpy(), rows[SPAN_HI].to_numpy()
+        straddles = np.zeros(len(read.keys), dtype=bool)
+        straddles[k[(low <= marks) & (high > marks)]] = True
+        applied = np.flatnonzero((low > marks) & ~straddles[k])
+        touched = np.bincount(k[applied], minlength=len(read.keys))
+        if first:
+            stats.entities += len(read.keys)
+        stats.skipped_entities += int(((touched == 0) & ~straddles).sum())
+        straddling = {read.keys[j]: _marks(read.ofields[j], replies[j])
+                      for j in np.flatnonzero(straddles).tolist()}  # fmt: skip
+        if len(applied) == 0:
+            return [], straddling
+        # Chains: per touched tile of a key, its stored record (if any), then its new
+        # ones in row order (granularity, then lowest source offset).
+        order = applied[np.lexsort((read.fp[applied], k[applied]))]
+        ks, fs = k[order], read.fp[order]
+        starts = np.ones(len(order), dtype=bool)
+        starts[1:] = (ks[1:] != ks[:-1]) | (fs[1:] != fs[:-1])
+        heads = order[starts]
+        at = read.stored_at(heads)
+        stored = [flat[i] for i in at.tolist()]
+        based = np.array([r is not None for r in stored], dtype=bool)
+        records: list[bytes] = rows[_RECORD].gather(order).to_list()
+        chain_of = np.cumsum(starts) - 1
+        followers = np.flatnonzero(~starts | based[chain_of])
+        first_new = np.flatnonzero(starts)
+        head_records = [s if s is not None else records[j]
+                        for s, j in zip(stored, first_new.tolist(), strict=True)]  # fmt: skip
+        bad = damaged(record, [s for s in stored if s is not None])
+        if bad:
+            raise _merge_error(record.view, read.keys[int(k[heads[based][bad[0]]])])
+        merged = merge_grouped(record, head_records, chain_of[followers],
+                               [records[j] for j in followers.tolist()])  # fmt: skip
+        tiles = rows[TILE].to_numpy()[heads]
+        created = np.zeros(len(read.keys), dtype=bool)
+        created[k[heads[~based & (tiles % PRUNE_EVERY == 0)]]] = True
+        tokens = [flat[b] or b"" for b in read.base.tolist()]
+        writes = read.writes(
+            rows,
+            segments.prunes,
+            applied=applied,
+            heads=heads,
+            merged=merged,
+            created=created,
+            tokens=tokens,
+            new=self._tokens,
+        )
+        changed = self._write(record, writes)
+        written = np.ones(len(read.keys), dtype=bool)
+        written[[read.number[key] for key in changed]] = False
+        stats.segments += int(touched[written].sum())
+        return changed, straddling
+
+    def _write(self, record: Record, writes: list[tuple[str, list[Any]]]) -> list[str]:
+        """``write.lua`` over every key's arguments, many keys per call on one Redis (one
+        per call on a Cluster, where a script's keys must share a slot), streamed;
+        returns the keys another writer changed since they were read."""
         per_call = self.keys_per_call if self._packs else 1
-        calls = segments.calls(self._apply_sha, fixed, per_call)
+        ttl = str(record.view.ttl_ms)
+        calls: list[_Call] = []
+        for a in range(0, len(writes), per_call):
+            part = writes[a : a + per_call]
+            keys = [key for key, _ in part]
+            calls.append((keys, ("EVALSHA", self._write_sha, len(keys), *keys, ttl,
+                                 *chain.from_iterable(args for _, args in part))))  # fmt: skip
         per_pipeline = max(1, self.pipeline_size // per_call)
         chunks = [calls[i : i + per_pipeline] for i in range(0, len(calls), per_pipeline)]
-        straddling: list[str] = []
+        changed: list[str] = []
 
-        def take(chunk: list[_Call], replies: list[Any]) -> None:
+        def take(index: int, replies: list[Any]) -> None:
             crashpoints.reach("online.chunk")
-            for (keys, _), results in zip(chunk, replies, strict=True):
-                for key, result in zip(keys, results, strict=True):
-                    stats.entities += 1
-                    if result == -1:
-                        straddling.append(key)
-                    elif result == 0:
-                        stats.skipped_entities += 1
-                    else:
-                        stats.segments += int(result)
+            for (keys, _), results in zip(chunks[index], replies, strict=True):
+                changed.extend(key for key, written in zip(keys, results, strict=True)
+                               if not written)  # fmt: skip
 
-        try:
-            if self._packs:
-                self._streamed(chunks, take)
-            else:
-                for chunk in chunks:
-                    take(chunk, self._pipelined([command for _, command in chunk]))
-        except ResponseError as exc:
-            if type(exc) is not ResponseError:  # NOSCRIPT, OOM...: handled by the caller
-                raise
-            raise _merge_error(record.view, exc) from exc
-        return straddling
+        commands = [[command for _, command in chunk] for chunk in chunks]
+        if self._packs:
+            self._streamed(commands, take)
+        else:
+            for i, chunk in enumerate(commands):
+                take(i, self._pipelined(chunk))
+        return changed
+
+    def _read(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """The replies of ``commands`` (reads), streamed in pipelines of
+        ``pipeline_size``."""
+        size = self.pipeline_size
+        chunks = [commands[i : i + size] for i in range(0, len(commands), size)]
+        replies: list[Any] = []
+        if self._packs:
+            self._streamed(chunks, lambda _, got: replies.extend(got))
+        else:
+            for chunk in chunks:
+                replies += self._pipelined(chunk)
+        return replies
 
     def _streamed(
-        self,
-        chunks: list[list[_Call]],
-        take: Callable[[list[_Call], list[Any]], None],
+        self, chunks: list[list[tuple[Any, ...]]], take: Callable[[int, list[Any]], None]
     ) -> None:
         """Every chunk's commands on one connection, each chunk in one write, the next
         chunk sent before this one's replies are taken (`_stream`): Redis runs one chunk
         while this process reads the replies of the one before and packs the one after,
         on the machine's other core. A broken connection is retried by the client's
-        retry policy from the first chunk not taken (applying again is idempotent);
+        retry policy from the first chunk not taken (a write sent again finds the token
+        it set, and is read and merged again: nothing counts twice);
         scripts Redis lost (a restart) are loaded again, once."""
         done = 0
 
         def run() -> None:
             nonlocal done
-            commands = [[command for _, command in chunk] for chunk in chunks[done:]]
-            for replies in _stream(connection, commands):
-                take(chunks[done], replies)
+            for replies in _stream(connection, chunks[done:]):
+                take(done, replies)
                 done += 1
 
         connection = self.client.connection_pool.get_connection()
@@ -670,21 +781,22 @@ def _roomy(connection: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
 
 
-def _merge_error(view: FeatureView, exc: ResponseError) -> OnlineMergeError:
-    """The script failed on one entity's hash ("APPLY <key number> ..."): which one, and
-    what to do."""
-    command = getattr(exc, "featurestore_command", None)
-    number = re.match(r"APPLY (\d+) ", str(exc))
-    key = "an entity's hash"
-    if command is not None and number is not None and int(number[1]) <= int(command[2]):
-        key = str(command[2 + int(number[1])])
+def _merge_error(view: FeatureView, key: str) -> OnlineMergeError:
+    """A stored record of ``key`` is not of the view's layout: which key, and what to
+    do."""
     return OnlineMergeError(
-        f"Redis' apply script failed on {key} of view {view.name!r} version {view.version} "
-        f"({exc}); the batch is not committed, and the consumer stops rather than skip "
-        "it. The hash holds a record the script cannot merge (written by hand, or by "
-        f"another layout): delete that key, backfill the view (`featurestore backfill "
-        f"{view.name} --version {view.version}`), then start the consumer again"
+        f"merging the batch into Redis failed on {key} of view {view.name!r} version "
+        f"{view.version}: it holds a tile record that is not of this version's layout; "
+        "the batch is not committed, and the consumer stops rather than skip it. The hash "
+        "holds a record written by hand, or by another layout: delete that key, backfill "
+        f"the view (`featurestore backfill {view.name} --version {view.version}`), then "
+        "start the consumer again"
     )
+
+
+def _marks(ofields: list[str], reply: list[Any]) -> dict[str, int]:
+    """A key's stored offset marks, from its read (`_Segments.reads`); -1: none."""
+    return {f: -1 if m is None else int(m) for f, m in zip(ofields, reply[1:], strict=False)}
 
 
 def _sha(script: str) -> str:
@@ -693,37 +805,131 @@ def _sha(script: str) -> str:
 
 @dataclass(frozen=True)
 class _Segments:
-    """One view's ``apply.lua`` arguments for a batch, column by column, key after key:
-    per key its segment and prune counts; per segment its offset field, lowest and
-    highest source offset, tile field and record; per prune its tile field prefix and
-    the oldest tile index to keep."""
+    """One view's writes of a batch: its segments (``rows``: key, offset field, lowest
+    and highest source offset, tile, tile field, record), key after key, each key's
+    granularity after granularity and by lowest offset; and its prunes (per key and
+    granularity, the tile field prefix and the oldest tile index to keep)."""
+
+    rows: pl.DataFrame
+    prunes: pl.DataFrame
+
+    def only(self, keys: Sequence[str]) -> _Segments:
+        return _Segments(self.rows.filter(pl.col(_KEY).is_in(keys)),
+                         self.prunes.filter(pl.col(_KEY).is_in(keys)))  # fmt: skip
+
+    @staticmethod
+    def joined(parts: Sequence[_Segments]) -> _Segments:
+        """Segments of disjoint keys, together."""
+        return _Segments(pl.concat([p.rows for p in parts]), pl.concat([p.prunes for p in parts]))
+
+    def read(self) -> _Read:
+        """The ``HMGET`` of each key's write token, offset marks and touched tiles, and
+        where each segment's mark and stored tile are in the replies."""
+        k = self.rows[_KEY].rle_id().to_numpy().astype(np.int64)
+        first = np.flatnonzero(np.diff(k, prepend=-1))
+        keys: list[str] = self.rows[_KEY].gather(first).to_list()
+        op, ofields, m = _places(k, self.rows[_OFIELD], len(keys))
+        fp, fields, n = _places(k, self.rows[_FIELD], len(keys))
+        o_end, f_end = np.cumsum(m).tolist(), np.cumsum(n).tolist()
+        commands = [("HMGET", key, WRITE_TOKEN, *ofields[a - i : a], *fields[b - j : b])
+                    for key, a, i, b, j in zip(keys, o_end, m.tolist(), f_end, n.tolist(),
+                                               strict=True)]  # fmt: skip
+        base = np.concatenate(([0], np.cumsum(1 + m + n)[:-1]))
+        per_key = [ofields[a - i : a] for a, i in zip(o_end, m.tolist(), strict=True)]
+        return _Read(keys, per_key, commands, k, fp, base, base[k] + 1 + op, m)
+
+
+def _places(
+    k: np.ndarray, values: pl.Series, keys: int
+) -> tuple[np.ndarray, list[Any], np.ndarray]:
+    """Per row, the place of its value among its key's distinct values (sorted); the
+    distinct values of every key, key after key; how many each key has."""
+    by = pl.DataFrame({"k": k, "v": values}).with_row_index("i").sort("k", "v")
+    ks, vs = by["k"].to_numpy(), by["v"]
+    new = np.ones(len(ks), dtype=bool)
+    new[1:] = (ks[1:] != ks[:-1]) | (vs.slice(1) != vs.slice(0, len(vs) - 1)).to_numpy()
+    dense = np.cumsum(new) - 1
+    counts = np.bincount(ks[new], minlength=keys)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    place = np.empty(len(ks), dtype=np.int64)
+    place[by["i"].to_numpy()] = dense - starts[ks]
+    return place, vs.filter(new).to_list(), counts
+
+
+@dataclass(frozen=True)
+class _Read:
+    """A batch's reads (`_Segments.read`): per key its offset fields and ``HMGET``; per
+    segment its key's number (``k``), its tile's place among the key's (``fp``) and
+    where its offset mark is in the flattened replies (``mark_at``)."""
 
     keys: list[str]
-    counts: list[int]
-    prune_counts: list[int]
-    ofields: list[str]
-    lows: list[int]
-    highs: list[int]
-    fields: list[str]
-    records: list[bytes]
-    prefixes: list[str]
-    oldest: list[int]
+    ofields: list[list[str]]
+    commands: list[tuple[Any, ...]]
+    k: np.ndarray
+    fp: np.ndarray
+    base: np.ndarray  # per key: where its replies start in the flattened replies
+    mark_at: np.ndarray
+    marks: np.ndarray  # per key: how many offset fields it reads
 
-    def calls(self, sha: str, fixed: tuple[Any, ...], per_call: int) -> list[_Call]:
-        """``EVALSHA`` commands of up to ``per_call`` keys each, with their keys: every
-        argument list a slice of a column (no command is built argument by argument)."""
-        seg = [0, *accumulate(self.counts)]
-        cut = [0, *accumulate(self.prune_counts)]
+    @cached_property
+    def number(self) -> dict[str, int]:
+        return {key: j for j, key in enumerate(self.keys)}
+
+    def stored_at(self, segments: np.ndarray) -> np.ndarray:
+        """Where the stored record of each segment's tile is in the flattened replies."""
+        keys = self.k[segments]
+        return np.asarray(self.base[keys] + 1 + self.marks[keys] + self.fp[segments])
+
+    def writes(
+        self,
+        rows: pl.DataFrame,
+        prunes: pl.DataFrame,
+        *,
+        applied: np.ndarray,
+        heads: np.ndarray,
+        merged: list[bytes],
+        created: np.ndarray,
+        tokens: list[bytes],
+        new: Callable[[], str],
+    ) -> list[tuple[str, list[Any]]]:
+        """Per key written, its ``write.lua`` arguments: the write token read, the
+        pairs (tiles merged, offset marks, new write token), the prunes when asked."""
+        chain_keys = self.k[heads]
+        fields: list[str] = rows[_FIELD].gather(heads).to_list()
+        marks = (
+            pl.DataFrame(
+                {
+                    "k": self.k[applied],
+                    _OFIELD: rows[_OFIELD].gather(applied),
+                    "hi": rows[SPAN_HI].gather(applied),
+                }
+            )
+            .group_by("k", _OFIELD)
+            .agg(pl.col("hi").max())
+            .sort("k", _OFIELD)
+        )
+        mark_keys = marks["k"].to_numpy()
+        mark_pairs = [x for pair in zip(marks[_OFIELD].to_list(), marks["hi"].to_list(),
+                                        strict=True) for x in pair]  # fmt: skip
+        wanted = [self.keys[j] for j in np.flatnonzero(created).tolist()]
+        pruned = prunes.filter(pl.col(_KEY).is_in(wanted))
+        by_key: dict[str, list[Any]] = {}  # prune arguments of the keys that asked
+        for key, prefix, oldest in pruned.iter_rows():
+            by_key.setdefault(key, []).extend((prefix, oldest))
+        touched = np.unique(chain_keys)
+        chain_at = np.searchsorted(chain_keys, touched).tolist()
+        chain_end = np.searchsorted(chain_keys, touched, side="right").tolist()
+        mark_at = np.searchsorted(mark_keys, touched).tolist()
+        mark_end = np.searchsorted(mark_keys, touched, side="right").tolist()
+        tiles = [x for pair in zip(fields, merged, strict=True) for x in pair]
         out = []
-        for a in range(0, len(self.keys), per_call):
-            b = min(a + per_call, len(self.keys))
-            s0, s1, p0, p1 = seg[a], seg[b], cut[a], cut[b]
-            keys = self.keys[a:b]
-            out.append((keys, (
-                "EVALSHA", sha, b - a, *keys, *fixed, s1 - s0, p1 - p0,
-                *self.counts[a:b], *self.prune_counts[a:b],
-                *self.ofields[s0:s1], *self.lows[s0:s1], *self.highs[s0:s1],
-                *self.fields[s0:s1], *self.records[s0:s1],
-                *self.prefixes[p0:p1], *self.oldest[p0:p1],
-            )))  # fmt: skip
+        for j, a, b, c, d in zip(touched.tolist(), chain_at, chain_end, mark_at, mark_end,
+                                 strict=True):  # fmt: skip
+            key, token = self.keys[j], tokens[j]
+            extra = by_key.get(key, ())
+            args = [token, b - a + d - c + 1, len(extra) // 2]
+            args += tiles[2 * a : 2 * b]
+            args += mark_pairs[2 * c : 2 * d]
+            args += (WRITE_TOKEN, new(), *extra)
+            out.append((key, args))
         return out

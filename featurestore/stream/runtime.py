@@ -19,6 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import random
 import signal
@@ -217,6 +218,10 @@ class ConsumerRuntime:
             }
         )
         self.consumer.subscribe(d.topics, on_assign=_log_assign, on_revoke=self._on_revoke)
+        # What start-up made (modules, definitions, clients) lives as long as the process:
+        # out of the collector's sight, its full collections stay cheap while batches
+        # allocate (one-off A/B: 40-55 ms less per 10k-event batch with two views).
+        gc.freeze()
         last_report, reported = time.monotonic(), self.stats.events_in
         self.probes.waiting(None)
         try:

@@ -151,6 +151,39 @@ def test_a_zombie_writer_never_double_counts_nor_loses_events(store: RedisOnline
     assert_close(store.read(VIEW, cards, at, FEATURES), offline(frame, CARDS, at))
 
 
+def test_writers_of_two_partitions_merge_into_one_hash_without_losing_either(
+    store: RedisOnlineStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two consumers own two partitions whose events touch the same entities (a view
+    keyed by another key than the topic's). One writes between the other's read and its
+    write: the later write finds the hash's token changed, writes nothing, reads again
+    and merges into the other's tiles; every event counts once."""
+    frame = events(1200, seed=17, cards=3)
+    one = frame.filter(pl.col("_offset") % 2 == 0)
+    two = frame.filter(pl.col("_offset") % 2 == 1).with_columns(
+        pl.lit(1, pl.Int32).alias("_partition")
+    )
+    other = RedisOnlineStore(store.client, {"card": ["card_id"]}, prefix=store.prefix)
+    write, writes = store._write, []
+
+    def other_writes_first(*args: Any) -> list[str]:
+        if not writes:
+            other.apply(VIEW, two, "ts")  # after this store read the hashes
+        writes.append(1)
+        changed = write(*args)
+        if len(writes) == 1:
+            assert changed  # refused: the hashes changed since they were read
+        return changed
+
+    monkeypatch.setattr(store, "_write", other_writes_first)
+    stats = store.apply(VIEW, one, "ts")
+    assert len(writes) >= 2
+    assert stats.segments > 0
+    at = BASE + 3 * HOUR
+    cards = pl.DataFrame({"card_id": CARDS})
+    assert_close(store.read(VIEW, cards, at, FEATURES), offline(frame, CARDS, at))
+
+
 def test_one_entity_with_thousands_of_tiles_in_one_batch(store: RedisOnlineStore) -> None:
     """A backfill chunk can touch thousands of one entity's tiles (here 5,000 one-minute
     tiles of one card, merged into stored ones by a second apply): the script reads and

@@ -64,8 +64,8 @@ def test_a_record_keeps_what_its_features_read_and_the_newest_time() -> None:
         "amount": ["count", "sum", "last", "last_time", "last_offset"],
         "country": ["count", "last", "last_time", "last_offset"],
     }
-    assert record.laws() == "aavto,avto"
-    assert record.kinds() == "pu"
+    assert record.sketched == ("country",)
+    assert record.texts == ("country",)
     partials = tile_partials(EVENTS, ["card"], "ts", VIEW.values, 60_000)
     matrix = record.matrix(record.encode(partials, 60_000))
     # the newest event time of any value: card c's only event has a null amount
