@@ -8,6 +8,9 @@ Status of each (entity row, view), shared by that view's values for that row:
     EXPIRED    Redis still holds the entity, but its newest event is older than the
                view's TTL at the request time
 
+Feast's names (`feast_body`, `feast_status`): EXPIRED is Feast's OUTSIDE_MAX_AGE, and a
+PRESENT value that is null (a mean over an empty window) is Feast's NULL_VALUE.
+
 Values are always the window values at the request time, whatever the status: a count
 is 0 and a mean null when the window holds no event, so NOT_FOUND and EXPIRED values
 are the empty window's (TTL is at least the longest window, so an expired entity's
@@ -33,6 +36,26 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 PRESENT, NOT_FOUND, EXPIRED = "PRESENT", "NOT_FOUND", "EXPIRED"
+# Feast's field statuses (its serving API's FieldStatus) beside ours.
+OUTSIDE_MAX_AGE, NULL_VALUE = "OUTSIDE_MAX_AGE", "NULL_VALUE"
+_FEAST_STATUS = {PRESENT: PRESENT, NOT_FOUND: NOT_FOUND, EXPIRED: OUTSIDE_MAX_AGE}
+_NO_TIME = "1970-01-01T00:00:00Z"  # Feast's timestamp of a value with none (a join key)
+
+
+def feast_status(status: str, value: Any) -> str:
+    """Our status of a value in Feast's names (`PRESENT` of a null value: `NULL_VALUE`)."""
+    if status == PRESENT and value is None:
+        return NULL_VALUE
+    return _FEAST_STATUS[status]
+
+
+def _rfc3339(ms: int | None) -> str:
+    """An event time as Feast's HTTP server writes it: UTC, milliseconds when any."""
+    if ms is None:
+        return _NO_TIME
+    seconds, rest = divmod(ms, 1000)
+    text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{rest:03d}Z" if rest else f"{text}Z"
 
 
 @dataclass(frozen=True)
@@ -119,6 +142,10 @@ class OnlineFeatures:
     def to_arrow(self) -> pa.Table:
         return self.to_polars().to_arrow()
 
+    def to_df(self) -> pd.DataFrame:
+        """Join keys then features as a pandas frame, as Feast's ``to_df``."""
+        return self.to_pandas()
+
     def to_pandas(self) -> pd.DataFrame:
         return self.to_polars().to_pandas()
 
@@ -158,6 +185,29 @@ class OnlineFeatures:
         if self.resolved.service is not None:
             body["feature_service"] = self.resolved.service
         return body
+
+    def feast_body(self, *, versions: bool = False) -> dict[str, Any]:
+        """The response of Feast's ``POST /get-online-features``: ``metadata.feature_names``
+        (the join keys, then the features) and one result per name with its values,
+        statuses (Feast's names, `feast_status`) and event timestamps (the entity's
+        newest event in that view; a join key's are Feast's zero time). With
+        ``versions``, ``metadata.feature_view_metadata`` names each view version read."""
+        keys = self._entity_columns()
+        results = [{"values": values, "statuses": [PRESENT] * len(values),
+                    "event_timestamps": [_NO_TIME] * len(values)}
+                   for values in keys.values()]  # fmt: skip
+        times = [[_rfc3339(ms) for ms in state.newest_event_ms] for state in self.views]
+        for out in self.resolved.outputs:
+            state, values = self.views[out.request], self.columns[out.name]
+            statuses = [feast_status(s, v) for s, v in zip(state.status, values, strict=True)]
+            results.append({"values": values, "statuses": statuses,
+                            "event_timestamps": times[out.request]})  # fmt: skip
+        metadata: dict[str, Any] = {"feature_names": [*keys, *self.feature_names]}
+        if versions:
+            metadata["feature_view_metadata"] = [
+                {"name": state.name, "version": state.version} for state in self.views
+            ]
+        return {"metadata": metadata, "results": results}
 
     def _entity_columns(self) -> dict[str, list[Any]]:
         if isinstance(self.rows, pl.DataFrame):

@@ -3,6 +3,7 @@
 Routes (OpenAPI at ``/docs`` and ``/openapi.json``)::
 
     POST /features                 a batch of entities x features (refs or a service)
+    POST /get-online-features      the same in Feast's request and response shapes
     GET  /features/{view}/{key}    one entity's features of one view
     GET  /views                    the views and feature services served
     GET  /healthz                  the process is up
@@ -52,6 +53,7 @@ from featurestore.monitor.metrics import (
     LOOKUP_SECONDS,
 )
 from featurestore.serving.client import AsyncFeatureClient, entity_rows
+from featurestore.serving.response import OnlineFeatures
 
 Scalar = str | int | float | bool | None
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/registry")
@@ -102,6 +104,39 @@ class FeaturesRequest(BaseModel):
         if isinstance(self.entities, dict):
             return len(next(iter(self.entities.values()), []))
         return len(self.entities)
+
+
+class FeastRequest(BaseModel):
+    """Feast's ``POST /get-online-features`` body: entity columns and either feature
+    references or a feature service (Feast sends ``features: []`` with a service)."""
+
+    model_config = ConfigDict(extra="forbid")
+    entities: dict[str, list[Scalar]] = Field(
+        description='Join key -> values, e.g. {"card_id": ["c1", "c2"]}.'
+    )
+    features: list[str] = Field(
+        default_factory=list, description="view:feature references (view@version:feature)."
+    )
+    feature_service: str | None = Field(default=None, description="A feature service's name.")
+    full_feature_names: bool = Field(
+        default=False, description="Name values view__feature instead of feature."
+    )
+    include_feature_view_version_metadata: bool = Field(
+        default=False, description="Name each view version read in metadata."
+    )
+
+    @model_validator(mode="after")
+    def _one_kind_of_features(self) -> FeastRequest:
+        if bool(self.features) == (self.feature_service is not None):
+            raise ValueError("give exactly one of a non-empty `features` and `feature_service`")
+        lengths = {len(v) for v in self.entities.values()}
+        if len(lengths) > 1:
+            raise ValueError("every join key needs as many values as the others")
+        return self
+
+    @property
+    def rows(self) -> int:
+        return len(next(iter(self.entities.values()), []))
 
 
 @dataclass(frozen=True)
@@ -231,20 +266,39 @@ def _client(request: Request) -> AsyncFeatureClient:
 def _routes(app: FastAPI) -> None:
     options: ServerOptions = app.state.options
 
-    @app.post("/features", summary="Features of a batch of entities")
-    async def features(request: Request, body: FeaturesRequest) -> Any:
+    async def batch(
+        request: Request, body: FeaturesRequest | FeastRequest, wanted: str | list[str]
+    ) -> OnlineFeatures | OrjsonResponse:
+        """The lookup of a batch route's body; 413 above ``max_entities`` rows."""
         if body.rows > options.max_entities:
             return _error(
                 413, f"{body.rows} entity rows in one request; the maximum is "
                 f"{options.max_entities}: split the batch",
             )  # fmt: skip
         client = _client(request)
-        wanted = body.feature_service if body.features is None else body.features
-        assert wanted is not None
         resolved = client.catalog.resolve(wanted, full_names=body.full_feature_names)
         entities = entity_rows(body.entities, resolved.join_keys)
         lookup = client.lookup(wanted, entities, full_feature_names=body.full_feature_names)
-        return (await _timed(lookup, body.rows)).body()
+        found: OnlineFeatures = await _timed(lookup, body.rows)
+        return found
+
+    @app.post("/features", summary="Features of a batch of entities")
+    async def features(request: Request, body: FeaturesRequest) -> Any:
+        wanted = body.feature_service if body.features is None else body.features
+        assert wanted is not None
+        found = await batch(request, body, wanted)
+        return found if isinstance(found, OrjsonResponse) else found.body()
+
+    @app.post(
+        "/get-online-features",
+        summary="Features of a batch of entities, in Feast's request and response shapes",
+    )
+    async def get_online_features(request: Request, body: FeastRequest) -> Any:
+        wanted = body.feature_service if body.feature_service is not None else body.features
+        found = await batch(request, body, wanted)
+        if isinstance(found, OrjsonResponse):
+            return found
+        return found.feast_body(versions=body.include_feature_view_version_metadata)
 
     @app.get("/features/{view}/{key}", summary="One entity's features of one view")
     async def entity_features(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,16 @@ import pytest
 from featurestore.local.process import free_port, stop
 from featurestore.local.redis import RedisServer, wait_for_redis
 from featurestore.online import connect_async
-from featurestore.serving import EXPIRED, NOT_FOUND, PRESENT, AsyncFeatureClient, FeatureClient
+from featurestore.serving import (
+    EXPIRED,
+    NOT_FOUND,
+    NULL_VALUE,
+    OUTSIDE_MAX_AGE,
+    PRESENT,
+    AsyncFeatureClient,
+    FeatureClient,
+)
+from featurestore.serving.response import feast_status
 from featurestore.serving.server import ServerOptions, create_app
 from tests.frames import assert_close
 from tests.integration.serving.conftest import (
@@ -132,6 +142,46 @@ def test_feature_service_single_entity_route_and_views(
     assert "amount_std_24h" in spend["features"]
     assert spend["versions"] == [1]
     assert views["feature_services"][0]["name"] == "fraud_model"
+
+
+def test_feast_route_answers_in_feasts_shapes(
+    served: Served, server: str, local: FeatureClient
+) -> None:
+    """``POST /get-online-features`` takes Feast's request and answers Feast's response:
+    the join keys first among ``feature_names`` and ``results``, Feast's statuses
+    (OUTSIDE_MAX_AGE for an expired entity, NULL_VALUE for a null value), each value's
+    event time as RFC 3339; the values those of ``/features``."""
+    cards = [*served.cards[:3], served.stale, served.unknown]
+    body = httpx.post(f"{server}/get-online-features",
+                      json={"entities": {"card_id": cards}, "features": REFS}).json()  # fmt: skip
+    expected = local.get_online_features({"card_id": cards}, REFS)
+    assert body["metadata"] == {"feature_names": ["card_id", *expected.feature_names]}
+    keys, *features = body["results"]
+    assert keys == {"values": cards, "statuses": [PRESENT] * 5,
+                    "event_timestamps": ["1970-01-01T00:00:00Z"] * 5}  # fmt: skip
+    for name, result in zip(expected.feature_names, features, strict=True):
+        assert_close_lists(result["values"], expected.values[name].to_list(), name)
+        want = [feast_status(s, v) for s, v in zip(expected.status(name), result["values"],
+                                                    strict=True)]  # fmt: skip
+        assert result["statuses"] == want
+        assert result["statuses"][3:] == [OUTSIDE_MAX_AGE, NOT_FOUND]
+        stamps = result["event_timestamps"]
+        assert stamps[4] == "1970-01-01T00:00:00Z"  # nothing held
+        newest = [datetime.fromisoformat(t.replace("Z", "+00:00")) for t in stamps[:4]]
+        assert all(t.tzinfo is not None and t.year >= 2026 for t in newest)
+    assert feast_status(PRESENT, None) == NULL_VALUE  # a mean over an empty window
+    assert feast_status(EXPIRED, 1.5) == OUTSIDE_MAX_AGE
+    ask = {"entities": {"card_id": cards[:1]}, "feature_service": "fraud_model",
+           "features": [], "full_feature_names": True,
+           "include_feature_view_version_metadata": True}  # fmt: skip
+    by_service = httpx.post(f"{server}/get-online-features", json=ask).json()
+    assert by_service["metadata"]["feature_names"][:2] == ["card_id", "card_spend__amount_sum_1h"]
+    assert by_service["metadata"]["feature_view_metadata"] == [
+        {"name": "card_spend", "version": 1}, {"name": "card_places", "version": 1}
+    ]  # fmt: skip
+    both = httpx.post(f"{server}/get-online-features", json={**ask, "features": REFS})
+    assert both.status_code == 422
+    assert "exactly one of" in both.json()["error"]
 
 
 @pytest.mark.parametrize(
