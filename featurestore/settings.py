@@ -1,5 +1,7 @@
 """The one settings model: every endpoint and path featurestore reads from the
-environment (``FEATURESTORE_*``) or from command-line flags.
+environment (``FEATURESTORE_*``), the project file's ``[settings]``
+(``featurestore.toml``, `featurestore.project`; the environment wins) or command-line
+flags.
 
 An unset endpoint means "use the local services": the CLI fills it from the local
 stack (``featurestore local up``), never from a hard-coded address.
@@ -20,7 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from featurestore.errors import ConfigError
 
@@ -94,6 +97,19 @@ class Settings(BaseSettings):
         "quote a pii field's value or a secret, at DEBUG too.",
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment, then the project file, then defaults."""
+        return (init_settings, env_settings, dotenv_settings, file_secret_settings,
+                _ProjectSource(settings_cls))  # fmt: skip
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -118,6 +134,19 @@ class Settings(BaseSettings):
         if self.kafka_bootstrap is not None:
             config["bootstrap.servers"] = self.kafka_bootstrap
         return config
+
+
+class _ProjectSource(PydanticBaseSettingsSource):
+    """The ``[settings]`` of the project file in use (`featurestore.project.current`)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ gives the whole table
+
+    def __call__(self) -> dict[str, Any]:
+        from featurestore.project import current
+
+        project = current()
+        return dict(project.settings) if project is not None else {}
 
 
 def read_client_properties(path: Path) -> dict[str, str]:

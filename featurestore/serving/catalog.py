@@ -93,9 +93,13 @@ class Catalog:
 
     @classmethod
     def load(cls, where: str | Path) -> Catalog:
-        """The catalog of the consumer definitions in a folder (or one file)."""
+        """The catalog of the consumer definitions in a folder (or one file); the default
+        ``consumers`` is the project's definitions when there is no such folder here
+        (`featurestore.project.definitions_path`)."""
+        from featurestore.project import definitions_path
         from featurestore.stream.definition import load_definitions
 
+        where = definitions_path(where)
         consumers = load_definitions(where)
         prefixes = {c.sinks.online.prefix for c in consumers}
         urls = {c.sinks.online.redis_url for c in consumers} - {None}

@@ -162,14 +162,22 @@ class ConsumerDefinition(BaseModel):
 
 def resolve_path(where: str | Path) -> Path:
     """``consumers/payments``, ``consumers/payments.toml`` or a directory holding
-    ``consumer.toml``: the definition file meant."""
+    ``consumer.toml``: the definition file meant; in a project (`featurestore.project`),
+    also a name among its definitions (``featurestore run payments``)."""
+    from featurestore.project import Project
+
     path = Path(where)
-    for candidate in (path, path.with_suffix(".toml"), path / "consumer.toml"):
+    candidates = [path, path.with_suffix(".toml"), path / "consumer.toml"]
+    project = Project.find() if not path.is_absolute() else None
+    if project is not None:
+        named = project.definitions / path
+        candidates += [named, named.with_suffix(".toml"), named / "consumer.toml"]
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
     raise ConfigError(
-        f"no consumer definition at {path} (tried {path}, {path.with_suffix('.toml')} and "
-        f"{path / 'consumer.toml'}); see consumers/payments.toml for an example."
+        f"no consumer definition at {path} (tried {', '.join(map(str, candidates))}); see "
+        "consumers/payments.toml for an example."
     )
 
 

@@ -32,6 +32,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from featurestore.contracts.registry.client import RegistryClient
 from featurestore.offline.history import get_historical_features
 from featurestore.online import RedisOnlineStore, connect
+from featurestore.project import FeatureStore
 from featurestore.stream import ConsumerDefinition, ConsumerRuntime
 from featurestore.stream.dlq_tools import show
 from tests.conftest import Services
@@ -220,6 +221,40 @@ def test_online_equals_point_in_time_offline_for_a_random_stream(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert pl.read_parquet(tmp_path / "train.parquet").equals(offline)
+
+    project_answers_the_same(tmp_path, path, d, refs, sample, at, offline, store,
+                             services.redis_url, registry.url)  # fmt: skip
+
+
+def project_answers_the_same(  # noqa: PLR0917 - the test's state
+    tmp_path: Path, path: Path, d: ConsumerDefinition, refs: list[str], sample: list[str],
+    at: int, offline: pl.DataFrame, store: RedisOnlineStore, redis_url: str, registry_url: str,
+) -> None:  # fmt: skip
+    """The training set and the online values again, through the project object as a
+    Feast user writes it: a project file names the definitions and the settings."""
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "featurestore.toml").write_text(
+        f'name = "payments"\ndefinitions = "../defs"\n\n[settings]\noffline_path = ".."\n'
+        f'registry_url = "{registry_url}"\nredis_url = "{redis_url}"\n'
+    )
+    sink = f'[sinks.online]\nprefix = "{d.sinks.online.prefix}"\n\n[[entities]]'
+    path.write_text(path.read_text().replace("[[entities]]", sink, 1))
+    rows = pl.DataFrame({"card_id": sample, "event_timestamp": [at] * len(sample)})
+    project = FeatureStore(repo_path=tmp_path / "project", clock=lambda: at)
+    try:
+        job = project.get_historical_features(entity_df=rows.to_pandas(), features=refs)
+        assert job.to_polars().equals(offline)
+        frame = job.to_df()
+        assert type(frame).__module__.startswith("pandas")
+        assert list(frame.columns) == offline.columns
+        answer = project.get_online_features(
+            features=refs, entity_rows=[{"card_id": c} for c in sample]
+        )
+        assert answer.to_dict()["card_id"] == sample
+        assert_close(answer.to_polars().drop("card_id"), values_at(store, d, sample, at))
+        assert type(answer.to_df()).__module__.startswith("pandas")
+    finally:
+        project.close()
 
 
 def payment_id(source: str, events: list[tuple[int, dict[str, Any]]]) -> str:
