@@ -27,7 +27,7 @@ from tests.integration.registry.conftest import RunningRegistry
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
-GUIDES = ["producers", "operators", "serving", "data-scientists"]  # the order a story runs in
+GUIDES = ["producers", "operators", "serving", "data-scientists", "from-feast"]  # a story, in order
 FENCE = re.compile(r"(?:<!-- doc-test: (?P<note>[^>]*) -->\n)?```(?P<lang>\w+)\n(?P<code>.*?)```",
                    re.DOTALL)  # fmt: skip
 
