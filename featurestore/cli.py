@@ -23,7 +23,7 @@ from featurestore.cli_monitor import audit_app, monitor_app
 from featurestore.cli_views import backfill, open_store, views_app
 from featurestore.contracts import parse_contract
 from featurestore.contracts.registry.client import RegistryClient
-from featurestore.errors import ConfigError, FeatureStoreError
+from featurestore.errors import ConfigError, FeatureStoreError, RegistryError
 from featurestore.kafka_access import check_kafka_access
 from featurestore.local import LocalStack, with_local_defaults
 from featurestore.settings import Settings, redacted
@@ -516,6 +516,85 @@ def serve(  # noqa: PLR0917 - typer options
         "featurestore.serving.server:app_from_environment",
         factory=True, host=host, port=port, workers=workers, log_level="warning",
     )  # fmt: skip
+
+
+@app.command("init")
+def init(
+    folder: Annotated[Path, typer.Argument(help="Where to write the project.")] = Path("."),
+) -> None:
+    """Write a new project: featurestore.toml, an example contract (schemas/) and a
+    consumer with one feature view (consumers/), which `featurestore run` and `serve`
+    accept as they are. Never overwrites a file."""
+    from importlib.resources import as_file, files
+
+    with as_file(files("featurestore").joinpath("templates/project")) as template:
+        sources = sorted(p for p in template.rglob("*") if p.is_file())
+        targets = [folder / p.relative_to(template) for p in sources]
+        existing = [str(t) for t in targets if t.exists()]
+        if existing:
+            raise ConfigError(
+                f"not writing a project over existing files: {', '.join(existing)}; "
+                "choose an empty folder (`featurestore init <folder>`)"
+            )
+        for source, target in zip(sources, targets, strict=True):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read_bytes())
+    for target in targets:
+        console.print(f"wrote {target}", markup=False)
+    console.print(
+        "next: featurestore local up; featurestore schemas register "
+        "schemas/payment.v1.avsc --subject payments-value; featurestore plan; "
+        "featurestore run payments; featurestore serve",
+        markup=False,
+    )
+
+
+@app.command("plan")
+def plan(
+    definitions: DefinitionsOption = Path("consumers"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """What deploying these definitions would change, checked against Redis (each view
+    version's stored layout) and the registry (each source's contract): new views and
+    versions, and what would be refused, with the fix. Exits 1 when anything would be
+    refused, so CI can run it before a deploy."""
+    import json
+
+    from featurestore import plan as planning
+    from featurestore.cli_views import open_store
+    from featurestore.serving import Catalog
+
+    try:
+        Catalog.load(definitions)  # a definition that does not load is the plan's refusal
+    except ConfigError as exc:
+        changes = [planning.refused_definitions(exc)]
+    else:
+        catalog, store = open_store(definitions)
+        registry = _registry_client()
+
+        def contract(subject: str) -> Any:
+            try:
+                return parse_contract(registry.version(subject, "latest")["schema"])
+            except RegistryError as exc:
+                if exc.status == 404:  # no such subject, or no version of it
+                    return None
+                raise
+
+        def stored(keys: list[str]) -> list[Any]:
+            return store.send([("HMGET", key, "values", "format") for key in keys])
+
+        changes = planning.plan_views(catalog.versions, catalog.prefix, stored, contract)
+    result = planning.summary(changes)
+    if as_json:
+        print(json.dumps({"changes": [c.__dict__ for c in changes], **result}, indent=2))
+    else:
+        for change in changes:
+            console.print(change.line(), markup=False, highlight=False)
+        verdict = "nothing refused" if result["ok"] else f"{result['refused']} refused"
+        console.print(f"{result['new']} new, {result['same']} unchanged, {verdict}",
+                      markup=False)  # fmt: skip
+    if not result["ok"]:
+        raise typer.Exit(1)
 
 
 @app.command("get")
