@@ -149,9 +149,13 @@ class OnlineFeatures:
     def to_pandas(self) -> pd.DataFrame:
         return self.to_polars().to_pandas()
 
-    def status(self, name: str) -> list[str]:
-        """The status of one output feature per entity row."""
-        return list(self._state_of(name).status)
+    def status(self, name: str, *, feast: bool = False) -> list[str]:
+        """The status of one output feature per entity row; with ``feast``, in Feast's
+        names (`feast_status`: OUTSIDE_MAX_AGE, NULL_VALUE)."""
+        status = self._state_of(name).status
+        if feast:
+            return [feast_status(s, v) for s, v in zip(status, self.columns[name], strict=True)]
+        return list(status)
 
     def freshness(self, name: str) -> list[float | None]:
         return list(self._state_of(name).freshness_s)

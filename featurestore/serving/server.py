@@ -94,9 +94,7 @@ class FeaturesRequest(BaseModel):
         if self.features is not None and not self.features:
             raise ValueError("`features` is empty")
         if isinstance(self.entities, dict):
-            lengths = {len(v) for v in self.entities.values()}
-            if len(lengths) > 1:
-                raise ValueError("every join key needs as many values as the others")
+            _same_lengths(self.entities)
         return self
 
     @property
@@ -104,6 +102,11 @@ class FeaturesRequest(BaseModel):
         if isinstance(self.entities, dict):
             return len(next(iter(self.entities.values()), []))
         return len(self.entities)
+
+
+def _same_lengths(columns: dict[str, list[Scalar]]) -> None:
+    if len({len(v) for v in columns.values()}) > 1:
+        raise ValueError("every join key needs as many values as the others")
 
 
 class FeastRequest(BaseModel):
@@ -129,9 +132,7 @@ class FeastRequest(BaseModel):
     def _one_kind_of_features(self) -> FeastRequest:
         if bool(self.features) == (self.feature_service is not None):
             raise ValueError("give exactly one of a non-empty `features` and `feature_service`")
-        lengths = {len(v) for v in self.entities.values()}
-        if len(lengths) > 1:
-            raise ValueError("every join key needs as many values as the others")
+        _same_lengths(self.entities)
         return self
 
     @property

@@ -12,6 +12,7 @@ online values equal those of an uninterrupted run of the same stream.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -238,12 +239,15 @@ def project_answers_the_same(  # noqa: PLR0917 - the test's state
         f'registry_url = "{registry_url}"\nredis_url = "{redis_url}"\n'
     )
     sink = f'[sinks.online]\nprefix = "{d.sinks.online.prefix}"\n\n[[entities]]'
-    path.write_text(path.read_text().replace("[[entities]]", sink, 1))
+    service = f'\n[[feature_services]]\nname = "model"\nfeatures = {json.dumps(refs)}\n'
+    path.write_text(path.read_text().replace("[[entities]]", sink, 1) + service)
     rows = pl.DataFrame({"card_id": sample, "event_timestamp": [at] * len(sample)})
     project = FeatureStore(repo_path=tmp_path / "project", clock=lambda: at)
     try:
         job = project.get_historical_features(entity_df=rows.to_pandas(), features=refs)
         assert job.to_polars().equals(offline)
+        by_service = project.get_historical_features(entity_df=rows, features="model")
+        assert by_service.to_polars().equals(offline)
         frame = job.to_df()
         assert type(frame).__module__.startswith("pandas")
         assert list(frame.columns) == offline.columns

@@ -163,7 +163,7 @@ def test_feast_route_answers_in_feasts_shapes(
         assert_close_lists(result["values"], expected.values[name].to_list(), name)
         want = [feast_status(s, v) for s, v in zip(expected.status(name), result["values"],
                                                     strict=True)]  # fmt: skip
-        assert result["statuses"] == want
+        assert result["statuses"] == want == expected.status(name, feast=True)
         assert result["statuses"][3:] == [OUTSIDE_MAX_AGE, NOT_FOUND]
         stamps = result["event_timestamps"]
         assert stamps[4] == "1970-01-01T00:00:00Z"  # nothing held
