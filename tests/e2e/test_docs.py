@@ -4,7 +4,8 @@ here, in order, against real Kafka, Redis and a registry, as a reader would type
 A block may be annotated just above its fence: ``<!-- doc-test: fails -->`` (it must
 exit non-zero, as the docs say), ``<!-- doc-test: background N -->`` (a long-running
 command: started, alive N seconds later, left running for the blocks after it, stopped
-at the end of its guide). JSON blocks are shown, not run.
+at the end of its guide; ``background N until-log TEXT`` or ``until-http URL`` moves on
+as soon as its output holds TEXT or URL answers 200). JSON blocks are shown, not run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -59,14 +61,31 @@ def test_every_guide_has_runnable_blocks() -> None:
 def start_in_background(
     block: Block, command: list[str], cwd: Path, env: dict[str, str]
 ) -> subprocess.Popen[str]:
-    seconds = float(block.note.split()[1])
+    """Start a long-running block and wait until it is ready: ``background N`` waits N
+    seconds; ``background N until-log TEXT`` until its output holds TEXT, ``background N
+    until-http URL`` until URL answers 200, each at most N seconds."""
+    seconds, *until = block.note.split(maxsplit=3)[1:]
     log = cwd / f"background-{block.where.rsplit(':', 1)[1]}.log"
     with log.open("w") as out:
         process = subprocess.Popen(command, cwd=cwd, env=env, text=True, stdout=out,
                                    stderr=subprocess.STDOUT)  # fmt: skip
-    time.sleep(seconds)
+    deadline = time.monotonic() + float(seconds)
+    while time.monotonic() < deadline and not (until and ready(until, log)):
+        assert process.poll() is None, f"{block.where} stopped early:\n{log.read_text()[-3000:]}"
+        time.sleep(0.25)
     assert process.poll() is None, f"{block.where} stopped early:\n{log.read_text()[-3000:]}"
     return process
+
+
+def ready(until: list[str], log: Path) -> bool:
+    kind, what = until
+    if kind == "until-log":
+        return what.strip('"') in log.read_text()
+    assert kind == "until-http", kind
+    try:
+        return httpx.get(what, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 @pytest.mark.timeout(600)
