@@ -559,6 +559,7 @@ def plan(
     versions, and what would be refused, with the fix. Exits 1 when anything would be
     refused, so CI can run it before a deploy."""
     import json
+    from dataclasses import asdict
 
     from featurestore import plan as planning
     from featurestore.cli_views import open_store
@@ -586,7 +587,7 @@ def plan(
         changes = planning.plan_views(catalog.versions, catalog.prefix, stored, contract)
     result = planning.summary(changes)
     if as_json:
-        print(json.dumps({"changes": [c.__dict__ for c in changes], **result}, indent=2))
+        print(json.dumps({"changes": [asdict(c) for c in changes], **result}, indent=2))
     else:
         for change in changes:
             console.print(change.line(), markup=False, highlight=False)
